@@ -1,0 +1,575 @@
+"""The catalog (DESIGN.md §1): typed, frozen objects and a validation that lists every problem.
+
+`load_catalog(path)` reads YAML or JSON; `parse_catalog(doc, base_dir)` validates a document and
+returns a `Catalog` or raises `CatalogInvalid` with every problem found, each with its path
+(`activations.daily.mapping[1].to: …`). Checks that need the source's columns live in
+`check_columns`, which the engine and `validate --probe` call with a real schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+
+from . import naming
+from .errors import CatalogError, CatalogInvalid, Problem
+from .formats import WRITERS
+from .units import parse_size
+
+ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+RUN_TYPES = ("full_only", "full_then_delta")
+SYNC_MODES = ("snapshot", "upsert", "insert", "difference")
+TLS_MODES = ("none", "explicit", "implicit")
+ON_EMPTY = ("write", "skip")
+ON_DUPLICATE_KEY = ("warn", "fail")
+COMPRESSIONS = ("none", "gzip")
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    type: str                                # duckdb | postgresql | adbc
+    database: Path | None = None             # duckdb: absolute path of the database file
+    uri_setting: str | None = None           # postgresql, adbc: app setting holding the connection URI
+    statement_timeout: float | None = None   # postgresql: seconds a model query may run (server-side)
+    driver: str | None = None                # adbc: driver module, e.g. adbc_driver_sqlite
+    dialect: str | None = None               # adbc: SQL dialect of segment filters (default: from the driver)
+    options: Mapping[str, str] = field(default_factory=dict)          # adbc: driver options
+    option_settings: Mapping[str, str] = field(default_factory=dict)  # adbc: driver options from app settings
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    source: str
+    sql: str | None = None
+    table: str | None = None
+    primary_key: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: str
+    model: str
+    where: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Destination:
+    id: str
+    type: str                                # ftp | azure_blob
+    # ftp
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password_setting: str | None = None
+    tls: str = "none"
+    passive: bool = True
+    ca_file: str | None = None          # CA certificates to trust for FTPS (relative to the catalog)
+    # azure_blob
+    container: str | None = None
+    connection_setting: str | None = None
+    sas_url_setting: str | None = None
+    account_url: str | None = None
+    create_container: bool = False
+
+
+@dataclass(frozen=True)
+class MappedColumn:
+    source: str   # `from`
+    target: str   # `to`
+
+
+@dataclass(frozen=True)
+class Activation:
+    id: str
+    destination: str
+    file_name: str
+    format: str
+    model: str | None = None
+    segment: str | None = None
+    folder: str = ""
+    format_options: Mapping[str, Any] = field(default_factory=dict)
+    mapping: tuple[MappedColumn, ...] | None = None
+    run_type: str = "full_only"
+    sync_mode: str = "snapshot"
+    schedule: str | None = None
+    compression: str = "none"
+    max_file_size: int | None = None
+    max_file_rows: int | None = None
+    on_empty: str = "write"
+    on_duplicate_key: str = "warn"
+    manifest: bool = False
+    fail_on: tuple[str, ...] = ()
+    row_drop_percent: int = 50       # warn when rows read fall by more than this vs the last success
+    max_parts: int = 100             # warn when a run writes more parts than this
+
+
+@dataclass(frozen=True)
+class Catalog:
+    sources: Mapping[str, Source]
+    models: Mapping[str, Model]
+    segments: Mapping[str, Segment]
+    destinations: Mapping[str, Destination]
+    activations: Mapping[str, Activation]
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def activation(self, activation_id: str) -> Activation:
+        from .errors import NotFound
+
+        try:
+            return self.activations[activation_id]
+        except KeyError:
+            known = ", ".join(sorted(self.activations)) or "(none)"
+            raise NotFound(f"no activation `{activation_id}` in the catalog; activations are: {known}") from None
+
+    def model_of(self, activation: Activation) -> Model:
+        if activation.segment is not None:
+            return self.models[self.segments[activation.segment].model]
+        assert activation.model is not None
+        return self.models[activation.model]
+
+
+class _Reader:
+    """Reads typed fields out of a raw mapping, recording a problem instead of raising."""
+
+    def __init__(self, problems: list[Problem], path: str, raw: Any):
+        self.problems = problems
+        self.path = path
+        self.raw: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        if not isinstance(raw, Mapping):
+            self.problem("", f"must be a mapping of fields, got `{_show(raw)}`")
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(Problem(f"{self.path}.{key}" if key else self.path, message))
+
+    def known(self, allowed: Sequence[str]) -> None:
+        for key in self.raw:
+            if key not in allowed:
+                self.problem(str(key), f"unknown field; allowed fields are: {', '.join(allowed)}")
+
+    def text(self, key: str, *, required: bool = False, default: str | None = None) -> str | None:
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                self.problem(key, "is required")
+            return default
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"must be a non-empty string, got `{_show(value)}`")
+            return default
+        return value
+
+    def choice(self, key: str, choices: Sequence[str], default: str) -> str:
+        value = self.raw.get(key, default)
+        if value not in choices:
+            self.problem(key, f"must be one of {', '.join(choices)}; got `{_show(value)}`")
+            return default
+        return str(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(key, f"must be true or false, got `{_show(value)}`")
+            return default
+        return value
+
+    def integer(self, key: str, *, minimum: int, maximum: int | None = None) -> int | None:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum
+        ):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+            self.problem(key, f"must be a whole number {bound}, got `{_show(value)}`")
+            return None
+        return value
+
+    def setting(self, key: str, *, required: bool = False) -> str | None:
+        value = self.text(key, required=required)
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", value):
+            self.problem(key, f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
+        return value
+
+    def reference(self, key: str, targets: Mapping[str, Any], kind: str, *, required: bool = True) -> str | None:
+        value = self.text(key, required=required)
+        if value is not None and value not in targets:
+            known = ", ".join(sorted(targets)) or "(none)"
+            self.problem(key, f"unknown {kind} `{value}`; {kind}s are: {known}")
+            return None
+        return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and validate a catalog file (YAML or JSON); paths inside are relative to its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
+    return parse_catalog(parse_text(text, str(path)), base_dir=path.resolve().parent)
+
+
+def parse_text(text: str, origin: str = "catalog") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CatalogError(f"`{origin}` is not valid YAML or JSON{where}: {getattr(exc, 'problem', exc)}") from exc
+
+
+def parse_catalog(doc: Any, base_dir: Path | None = None) -> Catalog:
+    """Validate a catalog document; raise `CatalogInvalid` listing every problem."""
+    problems: list[Problem] = []
+    top = _Reader(problems, "", doc)
+    top.path = "catalog"
+    sections = ("sources", "models", "segments", "destinations", "activations")
+    top.known(sections)
+    raw = {name: _section(problems, top.raw, name) for name in sections}
+
+    sources = {k: _source(problems, k, v, base_dir) for k, v in raw["sources"].items()}
+    models = {k: _model(problems, k, v, sources) for k, v in raw["models"].items()}
+    segments = {k: _segment(problems, k, v, models) for k, v in raw["segments"].items()}
+    destinations = {k: _destination(problems, k, v, base_dir) for k, v in raw["destinations"].items()}
+    activations = {
+        k: _activation(problems, k, v, models, segments, destinations, sources)
+        for k, v in raw["activations"].items()
+    }
+    if problems:
+        raise CatalogInvalid(problems)
+    return Catalog(sources, models, segments, destinations, activations, document=doc)
+
+
+def _section(problems: list[Problem], doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    section = doc.get(name) or {}
+    if not isinstance(section, Mapping):
+        problems.append(Problem(name, "must be a mapping of id to definition"))
+        return {}
+    valid = {}
+    for key, value in section.items():
+        if not isinstance(key, str) or not ID_PATTERN.match(key):
+            problems.append(Problem(f"{name}.{key}", "ids are 1 to 64 of a-z, 0-9, `_` and `-`"))
+            continue
+        valid[key] = value
+    return valid
+
+
+def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) -> Source:
+    r = _Reader(problems, f"sources.{sid}", raw)
+    kind = r.choice("type", ("duckdb", "postgresql", "adbc"), "duckdb")
+    if kind == "duckdb":
+        r.known(("type", "database"))
+        database = r.text("database", required=True)
+        path = None
+        if database is not None:
+            path = Path(database)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+        return Source(sid, kind, database=path)
+    if kind == "postgresql":
+        r.known(("type", "uri_setting", "statement_timeout"))
+        timeout = None
+        value = r.raw.get("statement_timeout")  # seconds, or text: 500ms, 30s, 5min, 1h
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*", value) if isinstance(value, str) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            timeout = float(value)
+        elif match and float(match.group(1)) > 0:
+            timeout = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}[match.group(2) or "s"]
+        elif value is not None:
+            r.problem("statement_timeout", f"must be a duration such as 30s, 5min or 1h (or a number of seconds), "
+                      f"got `{_show(value)}`")
+        return Source(sid, kind, uri_setting=r.setting("uri_setting", required=True), statement_timeout=timeout)
+    r.known(("type", "driver", "uri_setting", "dialect", "options", "option_settings"))
+    driver = r.text("driver", required=True)
+    if driver is not None and not re.fullmatch(r"adbc_driver_[a-z0-9_]+", driver):
+        r.problem("driver", f"must name an ADBC driver module such as adbc_driver_sqlite, adbc_driver_snowflake, "
+                  f"adbc_driver_bigquery or adbc_driver_flightsql; got `{_show(driver)}`")
+        driver = None
+    # the dialects of core.segments.DIALECTS
+    dialects = ("duckdb", "postgresql", "sqlite", "snowflake", "bigquery", "ansi")
+    dialect = r.choice("dialect", dialects, "ansi") if "dialect" in r.raw else None
+    options: dict[str, str] = {}
+    raw_options = r.raw.get("options") or {}
+    if not isinstance(raw_options, Mapping):
+        r.problem("options", "must be a mapping of driver option names to values")
+        raw_options = {}
+    for key, value in raw_options.items():
+        if not isinstance(key, str) or not key or isinstance(value, Mapping | list) or value is None:
+            r.problem(f"options.{key}", f"must be a text, number or boolean value, got `{_show(value)}`")
+        elif key.lower().endswith(("password", "secret", "token")):
+            r.problem(f"options.{key}", "looks like a secret: secrets never sit in the catalog; name the app "
+                      "setting holding it under `option_settings`")
+        else:
+            options[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    option_settings: dict[str, str] = {}
+    raw_settings = r.raw.get("option_settings") or {}
+    if not isinstance(raw_settings, Mapping):
+        r.problem("option_settings", "must be a mapping of driver option names to app setting names")
+        raw_settings = {}
+    for key, value in raw_settings.items():
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", value):
+            r.problem(f"option_settings.{key}",
+                      f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
+        elif key in options:
+            r.problem(f"option_settings.{key}", "is also set in `options`; keep one")
+        else:
+            option_settings[str(key)] = value
+    return Source(sid, kind, uri_setting=r.setting("uri_setting"), driver=driver, dialect=dialect,
+                  options=options, option_settings=option_settings)
+
+
+def _model(problems: list[Problem], mid: str, raw: Any, sources: Mapping[str, Source]) -> Model:
+    r = _Reader(problems, f"models.{mid}", raw)
+    r.known(("source", "sql", "table", "primary_key"))
+    source = r.reference("source", sources, "source") or ""
+    sql, table = r.text("sql"), r.text("table")
+    if (sql is None) == (table is None):
+        r.problem("", "needs exactly one of `sql` or `table`")
+    key = r.raw.get("primary_key", [])
+    if isinstance(key, str):
+        key = [key]
+    if not isinstance(key, list) or not all(isinstance(k, str) and k for k in key):
+        r.problem("primary_key", "must be a column name or a list of column names")
+        key = []
+    elif len(set(key)) != len(key):
+        r.problem("primary_key", "lists a column twice")
+    return Model(mid, source, sql=sql, table=table, primary_key=tuple(key))
+
+
+def _segment(problems: list[Problem], sid: str, raw: Any, models: Mapping[str, Model]) -> Segment:
+    r = _Reader(problems, f"segments.{sid}", raw)
+    r.known(("model", "where"))
+    model = r.reference("model", models, "model") or ""
+    where = r.raw.get("where")
+    if not isinstance(where, Mapping):
+        r.problem("where", "is required: a condition, or a group `all: [...]` / `any: [...]`")
+        where = {}
+    else:
+        from .segments import where_problems
+
+        for subpath, message in where_problems(where):
+            problems.append(Problem(f"segments.{sid}.where{subpath}", message))
+    return Segment(sid, model, where)
+
+
+def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | None = None) -> Destination:
+    r = _Reader(problems, f"destinations.{did}", raw)
+    kind = r.choice("type", ("ftp", "azure_blob"), "ftp") if "type" in r.raw else None
+    if kind is None:
+        r.problem("type", "is required: ftp or azure_blob")
+        return Destination(did, "ftp")
+    if kind == "ftp":
+        r.known(("type", "host", "port", "username", "password_setting", "tls", "passive", "ca_file"))
+        tls = r.choice("tls", TLS_MODES, "none")
+        ca_file = r.text("ca_file")
+        if ca_file is not None and tls == "none":
+            r.problem("ca_file", "applies only with tls: explicit or implicit")
+        if ca_file is not None and base_dir is not None and not Path(ca_file).is_absolute():
+            ca_file = str(base_dir / ca_file)
+        if r.raw.get("passive") is False:
+            r.problem("passive", "active mode is not supported: an Azure Function cannot accept the server's data "
+                      "connections")
+        return Destination(
+            did, kind,
+            host=r.text("host", required=True),
+            port=r.integer("port", minimum=1, maximum=65535) or (990 if tls == "implicit" else 21),
+            username=r.text("username", required=True),
+            password_setting=r.setting("password_setting"),
+            tls=tls,
+            passive=r.flag("passive", True),
+            ca_file=ca_file,
+        )
+    r.known(("type", "container", "connection_setting", "sas_url_setting", "account_url", "create_container"))
+    container = r.text("container", required=True)
+    if container is not None and not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
+        r.problem("container", "must be 3 to 63 of a-z, 0-9 and `-`, starting and ending with a letter or digit")
+    auth = [k for k in ("connection_setting", "sas_url_setting", "account_url") if r.raw.get(k) is not None]
+    if len(auth) != 1:
+        r.problem("", "needs exactly one of `connection_setting`, `sas_url_setting` or `account_url`")
+    account_url = r.text("account_url")
+    if account_url is not None and not re.match(r"^https?://", account_url):
+        r.problem("account_url", "must be a URL such as `https://myaccount.blob.core.windows.net`")
+    return Destination(
+        did, kind,
+        container=container,
+        connection_setting=r.setting("connection_setting"),
+        sas_url_setting=r.setting("sas_url_setting"),
+        account_url=account_url,
+        create_container=r.flag("create_container", False),
+    )
+
+
+ACTIVATION_FIELDS = (
+    "model", "segment", "destination", "folder", "file_name", "format", *sorted(WRITERS), "mapping",
+    "run_type", "sync_mode", "schedule", "compression", "max_file_size", "max_file_rows", "on_empty",
+    "on_duplicate_key", "manifest", "fail_on", "warnings",
+)
+WARNING_CODES = ("zero_rows", "row_drop", "duplicate_key", "null_key", "sas_expiring", "overwrite_risk",
+                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset")
+
+
+def _activation(
+    problems: list[Problem], aid: str, raw: Any, models: Mapping[str, Model], segments: Mapping[str, Segment],
+    destinations: Mapping[str, Destination], sources: Mapping[str, Source],
+) -> Activation:
+    r = _Reader(problems, f"activations.{aid}", raw)
+    r.known(ACTIVATION_FIELDS)
+    model = segment = None
+    if ("model" in r.raw) == ("segment" in r.raw):
+        r.problem("", "needs exactly one of `model` or `segment`")
+    elif "model" in r.raw:
+        model = r.reference("model", models, "model")
+    else:
+        segment = r.reference("segment", segments, "segment")
+    destination = r.reference("destination", destinations, "destination") or ""
+    dest_type = destinations[destination].type if destination in destinations else None
+
+    fmt = r.choice("format", sorted(WRITERS), "csv") if "format" in r.raw else None
+    if fmt is None:
+        r.problem("format", f"is required: one of {', '.join(sorted(WRITERS))}")
+        fmt = "csv"
+    for other in WRITERS:
+        if other != fmt and other in r.raw:
+            r.problem(other, f"options for `{other}` given, but the format is `{fmt}`")
+    options = r.raw.get(fmt) or {}
+    if not isinstance(options, Mapping):
+        r.problem(fmt, "must be a mapping of options")
+        options = {}
+    for key, message in WRITERS[fmt].option_problems(options):
+        r.problem(f"{fmt}.{key}", message)
+
+    folder = r.raw.get("folder", "")
+    if folder is None or not isinstance(folder, str):
+        r.problem("folder", f"must be a string, got `{_show(folder)}`")
+        folder = ""
+    else:
+        for message in naming.folder_problems(folder, dest_type):
+            r.problem("folder", message)
+    file_name = r.text("file_name", required=True) or ""
+    if file_name:
+        for message in naming.template_problems(file_name):
+            r.problem("file_name", message)
+
+    mapping = _mapping(r)
+    run_type = r.choice("run_type", RUN_TYPES, "full_only")
+    sync_mode = r.choice("sync_mode", SYNC_MODES, "snapshot")
+    if run_type == "full_only" and sync_mode == "difference":
+        r.problem("sync_mode", "DIFFERENCE needs FULL THEN DELTA: set `run_type: full_then_delta`")
+    if run_type == "full_then_delta" and sync_mode == "snapshot":
+        r.problem("sync_mode", "SNAPSHOT has no delta: use `run_type: full_only`, or choose upsert, insert or "
+                  "difference")
+    if run_type == "full_then_delta":
+        owner_id = model or (segments[segment].model if segment is not None and segment in segments else "")
+        owner = models.get(owner_id)
+        if owner is not None and not owner.primary_key:
+            r.problem("run_type", f"FULL THEN DELTA needs a primary key: set `primary_key` on model `{owner.id}`")
+    schedule = r.text("schedule")
+    if schedule is not None and not _valid_cron(schedule):
+        r.problem("schedule", f"`{schedule}` is not a 5-field cron expression (UTC) or @hourly/@daily/@weekly/"
+                  "@monthly/@yearly")
+
+    max_size = None
+    if r.raw.get("max_file_size") is not None:
+        try:
+            max_size = parse_size(r.raw["max_file_size"])
+        except ValueError as exc:
+            r.problem("max_file_size", str(exc))
+    compression = r.choice("compression", COMPRESSIONS, "none")
+    if compression == "gzip" and not WRITERS[fmt].spec.text:
+        r.problem("compression", f"gzip applies to text formats; {fmt} compresses with its own codec")
+    return Activation(
+        aid, destination, file_name, fmt, model=model, segment=segment, folder=folder,
+        format_options=dict(options), mapping=mapping, run_type=run_type, sync_mode=sync_mode,
+        schedule=schedule, compression=compression, max_file_size=max_size,
+        max_file_rows=r.integer("max_file_rows", minimum=1),
+        on_empty=r.choice("on_empty", ON_EMPTY, "write"),
+        on_duplicate_key=r.choice("on_duplicate_key", ON_DUPLICATE_KEY, "warn"),
+        manifest=r.flag("manifest", False),
+        fail_on=_fail_on(r),
+        **_thresholds(problems, f"activations.{aid}.warnings", r.raw.get("warnings")),
+    )
+
+
+def _fail_on(r: _Reader) -> tuple[str, ...]:
+    raw = r.raw.get("fail_on", [])
+    if not isinstance(raw, list):
+        r.problem("fail_on", f"must be a list of warning codes: {', '.join(WARNING_CODES)}")
+        return ()
+    for code in raw:
+        if code not in WARNING_CODES:
+            r.problem("fail_on", f"unknown warning `{_show(code)}`; warnings are: {', '.join(WARNING_CODES)}")
+    return tuple(code for code in raw if code in WARNING_CODES)
+
+
+def _thresholds(problems: list[Problem], path: str, raw: Any) -> dict[str, int]:
+    if raw is None:
+        return {}
+    r = _Reader(problems, path, raw)
+    r.known(("row_drop_percent", "max_parts"))
+    values = {"row_drop_percent": r.integer("row_drop_percent", minimum=1, maximum=100),
+              "max_parts": r.integer("max_parts", minimum=1)}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _mapping(r: _Reader) -> tuple[MappedColumn, ...] | None:
+    raw = r.raw.get("mapping")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        r.problem("mapping", "must be a non-empty list of `{from: column, to: name}`")
+        return None
+    columns: list[MappedColumn] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        path = f"mapping[{index}]"
+        if isinstance(item, str):
+            item = {"from": item, "to": item}
+        if not isinstance(item, Mapping) or set(item) - {"from", "to"} or not isinstance(item.get("from"), str):
+            r.problem(path, "must be `{from: column, to: name}` (or a column name)")
+            continue
+        target = item.get("to", item["from"])
+        if not isinstance(target, str) or not target or not item["from"]:
+            r.problem(path, "`from` and `to` must be non-empty strings")
+            continue
+        if target in seen:
+            r.problem(f"{path}.to", f"`{target}` is already the name of mapping[{seen[target]}]")
+            continue
+        seen[target] = index
+        columns.append(MappedColumn(item["from"], target))
+    return tuple(columns)
+
+
+def _valid_cron(expression: str) -> bool:
+    if expression.startswith("@"):
+        return expression in ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+    return len(expression.split()) == 5 and croniter.is_valid(expression)
+
+
+def check_columns(
+    catalog: Catalog, activation: Activation, columns: Sequence[str],
+    *, problem: Callable[[str, str], None],
+) -> None:
+    """Checks that need the model's real columns: mapping sources and the primary key."""
+    listing = ", ".join(columns)
+    if activation.mapping is not None:
+        for index, column in enumerate(activation.mapping):
+            if column.source not in columns:
+                problem(f"activations.{activation.id}.mapping[{index}].from",
+                        f'unknown column "{column.source}"; columns are: {listing}')
+    model = catalog.model_of(activation)
+    for key in model.primary_key:
+        if key not in columns:
+            problem(f"models.{model.id}.primary_key", f'unknown column "{key}"; columns are: {listing}')

@@ -1,0 +1,157 @@
+"""The delta side of a FULL THEN DELTA run: state in, classification per batch, new state out.
+
+- `load()` reads the last committed generation; a state written under another primary key,
+  mapping, mode or fingerprint encoding can't be compared with, so the run becomes a full one.
+- `classify()` fingerprints each source batch (key over the primary key, content over the mapped
+  columns) and returns which mapped rows go to which output.
+- DIFFERENCE keeps the last delivered values of every row (an Arrow IPC stream, zstd, beside the
+  state) so that `_removed` files can carry them.
+- `finish()` writes the new generation (not yet current); `commit()` makes it current with an
+  ETag-guarded write, and is called only after every file of the run is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .catalog import Activation, Model
+from .diff import DeltaSummary, Differ, filter_removed
+from .fingerprint import ENCODING_VERSION, fingerprint_batch
+from .state.base import Snapshot, StateInfo, StateStore
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMN = "__filecast_key"
+PAYLOAD_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+def signature(activation: Activation, model: Model) -> str:
+    """What a stored state's fingerprints depend on; a state with another signature is not comparable."""
+    mapping = [[c.source, c.target] for c in activation.mapping] if activation.mapping is not None else None
+    text = json.dumps({"key": list(model.primary_key), "mapping": mapping, "mode": activation.sync_mode,
+                       "encoding": ENCODING_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Routed:
+    """Masks over one batch's mapped rows."""
+
+    export: np.ndarray     # INSERT / UPSERT: the rows of the file
+    added: np.ndarray      # DIFFERENCE: `_added` (every row on a full run)
+    updated: np.ndarray    # DIFFERENCE: `_updated`
+
+
+class DeltaPass:
+    """One run's use of the delta state; blocking methods, called from the engine's worker thread."""
+
+    def __init__(self, store: StateStore, activation: Activation, model: Model, *, preview: bool = False):
+        self.store = store
+        self.activation = activation
+        self.model = model
+        self.preview = preview
+        self.mode = activation.sync_mode
+        self.signature = signature(activation, model)
+        self.snapshot: Snapshot | None = None
+        self.differ: Differ | None = None
+        self.generation: str | None = None
+        self.payload: Any = None
+        self.payload_file: Any = None
+        self.payload_schema: pa.Schema | None = None
+        self.summary: DeltaSummary | None = None
+        self.info: StateInfo | None = None
+        self.reset_reason: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.differ is None or self.differ.full
+
+    def load(self) -> None:
+        snapshot = self.store.load(self.activation.id)
+        previous = snapshot.entries if snapshot.info is not None else None
+        if snapshot.info is not None and snapshot.info.meta.get("signature") != self.signature:
+            self.reset_reason = ("the primary key, the mapping or the sync mode changed since the state was "
+                                 "saved, so this run compares against nothing and sends every row")
+            previous = None
+        self.snapshot = snapshot
+        self.differ = Differ(previous, self.mode, key_columns=self.model.primary_key,  # type: ignore[arg-type]
+                             on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
+        if not self.preview:
+            self.generation = self.store.begin(self.activation.id)
+
+    def open_payload(self, schema: pa.Schema) -> None:
+        """DIFFERENCE: start the last-delivered-values stream of the new generation."""
+        if self.mode != "difference" or self.preview:
+            return
+        assert self.generation is not None
+        self.payload_file = self.store.open_payload(self.activation.id, self.generation)
+        self.payload_schema = schema.append(pa.field(KEY_COLUMN, pa.binary(16)))
+        self.payload = pa.ipc.new_stream(self.payload_file, self.payload_schema, options=PAYLOAD_OPTIONS)
+
+    def classify(self, batch: pa.RecordBatch, mapped: pa.RecordBatch, value_columns: list[str]) -> Routed:
+        assert self.differ is not None
+        values = None if self.mode == "insert" else value_columns
+        fp = fingerprint_batch(batch, self.model.primary_key, values)
+        delta = self.differ.classify(fp, batch)
+        if self.payload is not None:
+            tracked = delta.tracked
+            if tracked.any():
+                keys = fp.key_array().filter(pa.array(tracked))
+                self.payload.write_batch(pa.RecordBatch.from_arrays(
+                    [*mapped.filter(pa.array(tracked)).columns, keys],
+                    schema=self.payload_schema))
+        added = delta.export if delta.full else delta.added
+        return Routed(delta.export, added, delta.updated & ~added)
+
+    def finish(self) -> DeltaSummary:
+        assert self.differ is not None
+        self.summary = self.differ.finish()
+        return self.summary
+
+    def removed(self) -> Iterator[pa.RecordBatch]:
+        """DIFFERENCE: the last delivered values of the rows gone from the source."""
+        snapshot, summary = self.snapshot, self.summary
+        if snapshot is None or snapshot.info is None or summary is None or summary.full or not snapshot.info.payload:
+            return
+        with self.store.read_payload(snapshot.info) as raw:
+            yield from filter_removed(pa.ipc.open_stream(raw), summary, KEY_COLUMN)
+
+    def write_state(self) -> None:
+        """Store the new generation (not current yet); nothing in a preview."""
+        if self.preview:
+            return
+        assert self.summary is not None and self.generation is not None
+        if self.payload is not None:
+            self.payload.close()
+            self.payload_file.close()
+            self.payload = None
+        self.info = self.store.write(self.activation.id, self.generation, self.summary.new_state(),
+                                     meta={"signature": self.signature, "mode": self.mode},
+                                     payload=self.mode == "difference")
+
+    def discard(self) -> None:
+        if self.payload is not None:
+            with contextlib.suppress(Exception):
+                self.payload.close()
+                self.payload_file.close()
+            self.payload = None
+
+    def commit(self) -> None:
+        """After every file is published: the new state becomes current (or `StateConflict`)."""
+        if self.preview or self.info is None:
+            return
+        assert self.snapshot is not None
+        self.store.commit(self.info, self.snapshot)
+        try:
+            self.store.cleanup(self.activation.id)
+        except Exception as exc:  # old generations are removed by a later run
+            log.warning("could not remove old state generations of %s: %s", self.activation.id, exc)

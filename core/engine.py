@@ -1,0 +1,406 @@
+"""One run: source → mapping → writers → parts → destination (atomic publish) → run record.
+
+The CPU side (reading the source, mapping, encoding, gzip, hashing) runs in one worker thread;
+the network side (staging blocks, FTP data connections) runs on the event loop. A bounded queue
+between them keeps memory flat and lets serialisation overlap the upload. Files are staged while
+they stream and published only when every file of the run is complete; a failure discards them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from . import naming
+from .catalog import Activation, Catalog
+from .delta import DeltaPass
+from .destinations import Destination, Upload, open_destination
+from .destinations.memory import PreviewDestination
+from .errors import CatalogError, FilecastError
+from .formats import writer_for
+from .mapping import Mapper
+from .records import Rows, RunRecord, iso
+from .settings import Settings
+from .sources import model_sql, open_source
+from .sources.base import Source as SourceReader
+from .spool import FileInfo, Limits, Spool
+from .state.base import StateStore
+from .storage import state_store
+
+log = logging.getLogger(__name__)
+
+RETRIES = 2        # further attempts after a transient failure, within one run
+BACKOFF = 2.0      # seconds before the first retry; doubles each time, at most 60 s
+QUEUE_DEPTH = 8  # chunks of up to 1 MiB between the encoder thread and the uploader
+PROGRESS_EVERY = 10.0  # seconds between progress log lines
+CHANGE_TYPES = ("added", "updated", "removed")  # DIFFERENCE's files, in this order
+
+
+class _Stopped(Exception):
+    """The uploader gave up; the encoder thread stops quietly."""
+
+
+@dataclass
+class RunResult:
+    record: RunRecord
+    exception: FilecastError | None = None
+
+    @property
+    def transient(self) -> bool:
+        return self.exception is not None and self.exception.transient
+
+
+class _Bridge:
+    """Hands file events from the encoder thread to the event loop, with back-pressure."""
+
+    DONE = object()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
+        self.stop = threading.Event()
+
+    def put(self, item: Any) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            if self.stop.is_set():
+                future.cancel()
+                raise _Stopped
+            try:
+                future.result(timeout=0.2)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+
+    def open(self, index: int, path: str, content_type: str) -> None:
+        self.put(("open", index, path, content_type))
+
+    def data(self, index: int, chunk: bytes) -> None:
+        self.put(("data", index, chunk))
+
+    def close(self, index: int, info: FileInfo) -> None:
+        self.put(("close", index, info))
+
+
+@dataclass
+class Plan:
+    """What a run will read and how it names its files."""
+
+    catalog: Catalog
+    activation: Activation
+    sql: str                             # the model query
+    where: Mapping[str, Any] | None      # the segment's filter, compiled by the source in its dialect
+    context: naming.NameContext
+
+    @classmethod
+    def build(cls, catalog: Catalog, activation_id: str, record: RunRecord) -> Plan:
+        activation = catalog.activation(activation_id)
+        model = catalog.model_of(activation)
+        where = catalog.segments[activation.segment].where if activation.segment is not None else None
+        context = naming.NameContext(record.logical_time, activation.id, record.run_id)
+        return cls(catalog, activation, model_sql(model), where, context)
+
+    def namer(self, suffix: str = "") -> Callable[[int | None], str]:
+        a = self.activation
+        writer = writer_for(a.format)
+
+        def name(part: int | None) -> str:
+            return naming.file_name(a.file_name, a.folder, self.context, extension=writer.spec.extension,
+                                    suffix=suffix, part=part, gzip=a.compression == "gzip")
+
+        return name
+
+
+def _close(store: StateStore) -> None:
+    """Close a state store the run opened itself (its clients and threads)."""
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
+def format_problems(activation: Activation, schema: pa.Schema) -> None:
+    """What the format can't hold of the mapped columns (XML name collisions, Parquet intervals)."""
+    problems = writer_for(activation.format).prepare_schema(schema, activation.format_options)
+    if problems:
+        raise CatalogError(f"activations.{activation.id}.{activation.format}: " + "; ".join(problems))
+
+
+class Run:
+    """Executes one activation; `execute()` never raises, it returns the record.
+
+    A transient failure (network, throttling, a 4xx FTP reply) is retried within the run with
+    bounded exponential backoff: nothing is published before every file is complete, so an attempt
+    that failed left nothing behind and the next one starts from the source again.
+    """
+
+    def __init__(
+        self, catalog: Catalog, activation_id: str, settings: Settings, record: RunRecord,
+        *, destination: Destination | None = None, state: StateStore | None = None, preview: bool = False,
+        previous_read: int | None = None,
+        retries: int | None = None, backoff: float | None = None, progress: Callable[[int, int], None] | None = None,
+    ):
+        self.catalog = catalog
+        self.activation_id = activation_id
+        self.settings = settings
+        self.record = record
+        self.destination = destination
+        self.state = state
+        self.preview = preview
+        self.previous_read = previous_read
+        self.retries = RETRIES if retries is None else retries
+        self.backoff = BACKOFF if backoff is None else backoff
+        self.progress = progress
+        self.source: SourceReader | None = None
+
+    async def execute(self) -> RunResult:
+        record = self.record
+        record.status, record.started_at = "running", datetime.now(UTC)
+        exception: FilecastError | None = None
+        for attempt in range(self.retries + 1):
+            record.rows, record.files, record.warnings, record.error = Rows(), [], [], None
+            exception = await self._attempt()
+            if exception is None or not exception.transient or attempt == self.retries:
+                break
+            delay = min(self.backoff * 2**attempt, 60.0)
+            log.warning("run %s of %s: attempt %d failed (%s); retrying in %.0f s", record.run_id,
+                        self.activation_id, attempt + 1, exception.message, delay)
+            await asyncio.sleep(delay)
+        if exception is None:
+            record.status = "succeeded"
+        else:
+            record.status, record.error = "failed", exception.as_dict()
+            log.warning("run %s of %s failed: %s", record.run_id, self.activation_id, exception.message)
+        record.finished_at = datetime.now(UTC)
+        return RunResult(record, exception)
+
+    async def _attempt(self) -> FilecastError | None:
+        try:
+            await self._run()
+            return None
+        except FilecastError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("run %s of %s failed unexpectedly", self.record.run_id, self.activation_id)
+            return FilecastError(f"unexpected {type(exc).__name__}; see the function logs", code="internal")
+        finally:
+            if self.source is not None:
+                self.source.close()
+                self.source = None
+
+    async def _run(self) -> None:
+        plan = Plan.build(self.catalog, self.activation_id, self.record)
+        activation = plan.activation
+        model = self.catalog.model_of(activation)
+        source_config = self.catalog.sources[model.source]
+        self.source = await asyncio.to_thread(open_source, source_config, self.settings)
+        schema, batches = await asyncio.to_thread(self.source.batches, plan.sql, plan.where)
+        mapper = Mapper(schema, activation.mapping, where=f"activations.{activation.id}.mapping")
+        format_problems(activation, mapper.schema)
+        missing = [k for k in model.primary_key if k not in schema.names]
+        if activation.run_type == "full_then_delta" and missing:
+            raise CatalogError(f'models.{model.id}.primary_key: unknown column "{missing[0]}"; columns are: '
+                               + ", ".join(schema.names))
+        delta = await self._delta(activation, model)
+        destination = self.destination or open_destination(
+            self.catalog.destinations[activation.destination], self.settings)
+        if self.preview:
+            destination = PreviewDestination()
+        try:
+            async with destination:
+                bridge = _Bridge(asyncio.get_running_loop())
+                encoder = asyncio.get_running_loop().run_in_executor(
+                    None, self._encode, plan, mapper, batches, bridge, delta)
+                uploads = await self._upload(destination, bridge, encoder)
+                seen = len(destination.warnings)
+                self.record.warnings.extend(destination.warnings)  # e.g. a SAS token expiring soon
+                try:
+                    self._check_warnings(plan)
+                    if activation.manifest:
+                        uploads.append(await self._manifest(destination, plan))
+                except BaseException:
+                    for upload in uploads:
+                        await upload.discard()
+                    self.record.files.clear()
+                    raise
+                await self._publish(uploads)
+                self.record.warnings.extend(destination.warnings[seen:])  # e.g. a two-step FTP replace
+            if delta is not None:
+                # Only now, with every file published, does the new state become current.
+                await asyncio.to_thread(delta.commit)
+        finally:
+            if delta is not None:
+                delta.discard()
+                if self.state is None:
+                    _close(delta.store)
+
+    async def _delta(self, activation: Activation, model: Any) -> DeltaPass | None:
+        """FULL THEN DELTA: load the state to compare against (FULL ONLY keeps none)."""
+        self.record.full = True
+        if activation.run_type != "full_then_delta":
+            return None
+        store = self.state if self.state is not None else await asyncio.to_thread(state_store, self.settings)
+        delta = DeltaPass(store, activation, model, preview=self.preview)
+        try:
+            await asyncio.to_thread(delta.load)
+        except BaseException:
+            if self.state is None:
+                _close(store)
+            raise
+        if delta.reset_reason:
+            self.record.warn("state_reset", delta.reset_reason)
+        self.record.full = delta.full
+        return delta
+
+    def _check_warnings(self, plan: Plan) -> None:
+        """Sync warnings (DESIGN.md §3), checked before anything is published so `fail_on` loses nothing."""
+        activation, rows, record = plan.activation, self.record.rows, self.record
+        if rows.exported == 0 and rows.read == 0:
+            what = "segment" if activation.segment else "model"
+            record.warn("zero_rows", f"the {what} returned no rows"
+                        + ("; no file was written (on_empty: skip)" if not record.files else ""))
+        if self.previous_read and rows.read < self.previous_read * (1 - activation.row_drop_percent / 100):
+            drop = 100 * (1 - rows.read / self.previous_read)
+            record.warn("row_drop", f"{rows.read} rows read, {drop:.0f}% fewer than the {self.previous_read} of the "
+                        f"last successful run (threshold {activation.row_drop_percent}%)")
+        if len(record.files) > activation.max_parts:
+            record.warn("too_many_parts", f"{len(record.files)} files written, more than {activation.max_parts}; "
+                        "raise max_file_size or warnings.max_parts")
+        risk = naming.overwrite_risk(activation)
+        if risk:
+            record.warn("overwrite_risk", risk)
+        failing = [w for w in record.warnings if w["code"] in activation.fail_on]
+        if failing:
+            first = failing[0]
+            raise FilecastError(f"warning `{first['code']}` fails this activation (fail_on): {first['message']}; "
+                                "nothing was published", code="failed_on_warning")
+
+    async def _manifest(self, destination: Destination, plan: Plan) -> Upload:
+        """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
+        a = plan.activation
+        path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json")
+        body = json.dumps({"activation": a.id, "run_id": self.record.run_id,
+                           "logical_time": iso(self.record.logical_time), "files": list(self.record.files)},
+                          indent=2).encode()
+        upload = await destination.open(path, content_type="application/json")
+        await upload.write(body)
+        await upload.finish(len(body), hashlib.md5(body).digest())
+        return upload
+
+    def _encode(self, plan: Plan, mapper: Mapper, batches: Any, bridge: _Bridge,
+                delta: DeltaPass | None) -> None:
+        """Worker thread: read, map, classify, encode, split into parts; then the new state."""
+        activation = plan.activation
+        indices = itertools.count()
+
+        def spool(suffix: str) -> Spool:
+            return Spool(writer_for(activation.format), mapper.schema, activation.format_options,
+                         plan.namer(suffix), bridge, limits=Limits(activation.max_file_size, activation.max_file_rows),
+                         gzip=activation.compression == "gzip", indices=indices, warn=self.record.warn)
+
+        difference = delta is not None and activation.sync_mode == "difference"
+        outputs = {name: spool(f"_{name}") for name in CHANGE_TYPES} if difference else {"export": spool("")}
+        rows = self.record.rows
+
+        def send(name: str, mapped: pa.RecordBatch, mask: Any = None) -> None:
+            if mask is not None:
+                if not mask.any():
+                    return
+                mapped = mapped.filter(pa.array(mask))
+            outputs[name].write(mapped)
+            rows.exported += mapped.num_rows
+
+        value_columns = [mapper.source_names[i] for i in range(len(mapper.indices))]
+        started = last_log = last_tick = time.monotonic()
+        try:
+            if delta is not None:
+                delta.open_payload(mapper.schema)
+            for batch in batches:
+                mapped: pa.RecordBatch = mapper.apply(batch)
+                rows.read += batch.num_rows
+                if delta is None:
+                    send("export", mapped)
+                else:
+                    routed = delta.classify(batch, mapped, value_columns)
+                    if difference:
+                        send("added", mapped, routed.added)
+                        send("updated", mapped, routed.updated)
+                    else:
+                        send("export", mapped, routed.export)
+                now = time.monotonic()
+                if now - last_tick >= 0.5 or now - last_log >= PROGRESS_EVERY:
+                    written = sum(o.bytes_written for o in outputs.values())
+                    if self.progress is not None and now - last_tick >= 0.5:
+                        last_tick = now
+                        self.progress(rows.read, written)
+                    if now - last_log >= PROGRESS_EVERY:
+                        last_log = now
+                        log.info("run %s: %d rows, %d bytes in %.0f s", self.record.run_id, rows.read, written,
+                                 now - started)
+            if delta is not None:
+                summary = delta.finish()
+                for removed in (delta.removed() if difference else ()):
+                    send("removed", removed)
+                for key in ("added", "updated", "unchanged", "removed"):
+                    setattr(rows, key, summary.counts.get(key, 0))
+                for warning in summary.warnings:
+                    self.record.warn(warning.code, warning.message)
+            for output in outputs.values():
+                output.close(write_empty=activation.on_empty == "write")
+            if delta is not None:
+                delta.write_state()
+        finally:
+            with contextlib.suppress(_Stopped):
+                bridge.put(bridge.DONE)
+
+    async def _publish(self, uploads: list[Upload]) -> None:
+        for position, upload in enumerate(uploads):
+            try:
+                await upload.publish()
+            except BaseException:
+                for rest in uploads[position:]:
+                    await rest.discard()
+                self.record.files = self.record.files[:position]
+                raise
+
+    async def _upload(self, destination: Destination, bridge: _Bridge, encoder: asyncio.Future[Any]) -> list[Upload]:
+        """Event loop: open, write and finish uploads as the encoder produces them."""
+        open_uploads: dict[int, Upload] = {}
+        finished: list[Upload] = []
+        try:
+            while True:
+                item = await bridge.queue.get()
+                if item is bridge.DONE:
+                    break
+                kind, index = item[0], item[1]
+                if kind == "open":
+                    open_uploads[index] = await destination.open(item[2], content_type=item[3])
+                elif kind == "data":
+                    await open_uploads[index].write(item[2])
+                else:
+                    info: FileInfo = item[2]
+                    upload = open_uploads.pop(index)
+                    await upload.finish(info.bytes, bytes.fromhex(info.md5))
+                    finished.append(upload)
+                    self.record.files.append(info.as_dict())
+            await encoder  # re-raises what the encoder raised
+        except BaseException:
+            bridge.stop.set()
+            await asyncio.gather(encoder, return_exceptions=True)
+            for upload in [*open_uploads.values(), *finished]:
+                await upload.discard()
+            self.record.files.clear()
+            raise
+        return finished

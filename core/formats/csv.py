@@ -1,0 +1,146 @@
+"""CSV: RFC 4180 through pyarrow's vectorised CSV writer.
+
+Strings are always quoted (`"a"`, quotes doubled), so NULL (an empty, unquoted field, or
+`null_value`) and the empty string (`""`) stay distinct; numbers, dates and booleans are never
+quoted. Values pyarrow would render differently from the other text formats are converted first,
+column at a time (`text.py`):
+- timestamps → ISO 8601 like JSON (`2024-01-31T12:00:00.250000Z`, zoned ones in UTC), quoted;
+- binary → base64, quoted; lists, structs and maps → their JSON text, quoted;
+- durations → ISO 8601 (`PT90.500000S`);
+- floats keep pyarrow's shortest round-trip text; NaN → `nan`, ±infinity → `inf`/`-inf`
+  (what Python, pandas and DuckDB read back); decimals keep their exact digits.
+When the delimiter is a character an unquoted value can contain (a letter, digit, `.`, `-`, `+`,
+`:`), every column is written as quoted text so the file still parses.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.types as pat
+
+from .base import FormatSpec, Writer
+from .json import is_binary_like, is_list_like, json_text
+from .text import (
+    Chunk,
+    as_string,
+    base64_text,
+    concat,
+    duration_text,
+    iso_timestamp_text,
+    python_text,
+    render_scalar,
+    run_sliced,
+)
+
+LINE_ENDINGS = {"\n": "\n", "\r\n": "\r\n", "lf": "\n", "crlf": "\r\n"}
+BOM = "\ufeff".encode()
+
+
+def _unsafe_delimiter(delimiter: str) -> bool:
+    """Whether the delimiter can occur inside an unquoted number, date, time or boolean."""
+    return delimiter.isalnum() or delimiter in ".-+:"
+
+
+def csv_column(array: pa.Array, *, all_text: bool = False) -> pa.Array:
+    """`array` as a column pyarrow's CSV writer renders by Filecast's rules (NULLs kept)."""
+    kind = array.type
+    if pat.is_dictionary(kind):
+        array, kind = array.dictionary_decode(), kind.value_type
+    if pat.is_string(kind) or pat.is_large_string(kind) or pat.is_string_view(kind):
+        return as_string(array)
+    if pat.is_timestamp(kind):
+        text, zoned = iso_timestamp_text(array)
+        return concat([text, "Z"]) if zoned else text
+    if is_binary_like(kind):
+        return base64_text(array)
+    if is_list_like(kind) or pat.is_struct(kind) or pat.is_map(kind):
+        return pc.if_else(array.is_valid(), json_text(array), pa.scalar(None, pa.string()))
+    if pat.is_duration(kind):
+        return duration_text(array)
+    if pat.is_float16(kind):
+        array = array.cast(pa.float32())
+    if pat.is_null(kind) or all_text:
+        return array.cast(pa.string())
+    if pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_floating(kind) or pat.is_decimal(kind):
+        return array
+    if pat.is_date(kind) or pat.is_time(kind):
+        return array
+    if isinstance(kind, pa.ExtensionType) and kind.extension_name != "arrow.uuid":
+        return csv_column(array.storage, all_text=all_text)
+    return python_text(array, render_scalar)  # named fallback: intervals, UUIDs, unions
+
+
+class CsvWriter(Writer):
+    spec = FormatSpec(
+        name="csv",
+        extension="csv",
+        media_type="text/csv; charset=utf-8",
+        text=True,
+        options=frozenset({"delimiter", "header", "null_value", "line_ending", "bom"}),
+    )
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = super().option_problems(options)
+        delimiter = options.get("delimiter", ",")
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            problems.append(("delimiter", f"must be a single character, got `{delimiter}`"))
+        elif not delimiter.isascii():
+            problems.append(("delimiter", f"must be an ASCII character (tab included), got `{delimiter}`"))
+        elif delimiter in "\"\r\n":
+            problems.append(("delimiter", f"cannot be `{delimiter!r}`: it is part of CSV quoting or line ends"))
+        for flag in ("header", "bom"):
+            if flag in options and not isinstance(options[flag], bool):
+                problems.append((flag, f"must be true or false, got `{options[flag]}`"))
+        if options.get("line_ending", "\n") not in LINE_ENDINGS:
+            problems.append(("line_ending", "must be `lf` (\\n) or `crlf` (\\r\\n)"))
+        null_value = options.get("null_value", "")
+        if not isinstance(null_value, str) or any(c in null_value for c in "\"\r\n"):
+            problems.append(("null_value", "must be a string without quotes or line breaks"))
+        elif isinstance(delimiter, str) and delimiter and delimiter in null_value:
+            problems.append(("null_value", f"`{null_value}` contains the delimiter `{delimiter}`"))
+        return problems
+
+    def __init__(self, schema: pa.Schema, options: Mapping[str, Any] | None = None):
+        super().__init__(schema, options)
+        delimiter = self.options.get("delimiter", ",")
+        self._all_text = _unsafe_delimiter(delimiter)
+        self._write_options = pacsv.WriteOptions(
+            include_header=False,
+            delimiter=delimiter,
+            null_string=self.options.get("null_value", ""),
+            eol=LINE_ENDINGS[self.options.get("line_ending", "\n")],
+            quoting_style="needed",
+        )
+
+    def begin(self) -> bytes:
+        prefix = BOM if self.options.get("bom", False) else b""
+        if not self.options.get("header", True):
+            return prefix
+        sink = io.BytesIO()
+        header_options = pacsv.WriteOptions(
+            include_header=True,
+            delimiter=self._write_options.delimiter,
+            eol=self._write_options.eol,
+        )
+        names_only = pa.schema([(name, pa.null()) for name in self.schema.names])
+        pacsv.write_csv(names_only.empty_table(), sink, header_options)
+        return prefix + sink.getvalue()
+
+    def _encode(self, batch: pa.RecordBatch) -> Chunk:
+        columns = [csv_column(column, all_text=self._all_text) for column in batch.columns]
+        table = pa.Table.from_arrays(columns, names=batch.schema.names)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink, self._write_options)
+        return sink.getvalue()
+
+    def write(self, batch: pa.RecordBatch) -> bytes:
+        if batch.num_rows == 0:
+            return b""
+        return run_sliced(batch, self._encode)

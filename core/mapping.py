@@ -1,0 +1,34 @@
+"""Mapping: select and rename columns of record batches (Arrow column selection, no row loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from .catalog import MappedColumn
+from .errors import CatalogError
+
+
+class Mapper:
+    """Applies an activation's mapping to batches of one source schema."""
+
+    def __init__(self, schema: pa.Schema, mapping: Sequence[MappedColumn] | None, *, where: str = "mapping"):
+        columns = schema.names
+        if mapping is None:
+            mapping = [MappedColumn(name, name) for name in columns]
+        missing = [(i, c.source) for i, c in enumerate(mapping) if c.source not in columns]
+        if missing:
+            index, name = missing[0]
+            raise CatalogError(
+                f'{where}[{index}].from: unknown column "{name}"; columns are: {", ".join(columns)}'
+            )
+        self.indices = [columns.index(c.source) for c in mapping]
+        self.source_names = [c.source for c in mapping]
+        self.schema = pa.schema(
+            [schema.field(i).with_name(c.target) for i, c in zip(self.indices, mapping, strict=True)],
+            metadata=None,
+        )
+
+    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays([batch.column(i) for i in self.indices], schema=self.schema)

@@ -1,0 +1,142 @@
+"""File names: template placeholders (all UTC, at the run's logical time), parts and suffixes.
+
+Name = folder + rendered `file_name` + suffix (`_added`…) + part suffix + extension (+ `.gz`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+TIME_PLACEHOLDERS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "ms", "X", "x")
+OTHER_PLACEHOLDERS = ("activation", "run_id", "part")
+PLACEHOLDERS = TIME_PLACEHOLDERS + OTHER_PLACEHOLDERS
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _fields(template: str) -> list[str | None]:
+    return [name for _, name, _, _ in string.Formatter().parse(template)]
+
+
+def placeholder_problems(template: str, allowed: tuple[str, ...] = PLACEHOLDERS) -> list[str]:
+    try:
+        names = _fields(template)
+    except ValueError as exc:
+        return [f"`{template}` has an unbalanced brace ({exc}); write placeholders as `{{YYYY}}`"]
+    return [
+        f"unknown placeholder `{{{name}}}`; placeholders are: " + ", ".join(f"{{{p}}}" for p in allowed)
+        for name in names
+        if name is not None and name not in allowed
+    ]
+
+
+def template_problems(template: str) -> list[str]:
+    """Problems with a `file_name` template: placeholders, and names that escape the folder."""
+    problems = placeholder_problems(template)
+    if CONTROL.search(template):
+        problems.append("must not contain control characters")
+    if "/" in template or "\\" in template:
+        problems.append(f"`{template}` must be a file name, not a path: put folders in `folder`")
+    elif template.strip() in (".", "..") or template.startswith(".."):
+        problems.append(f"`{template}` would escape the folder")
+    return problems
+
+
+def folder_problems(folder: str, destination_type: str | None) -> list[str]:
+    """FTP folders may be absolute or relative with `.`/`..`; blob folders are name prefixes."""
+    problems = placeholder_problems(folder, (*TIME_PLACEHOLDERS, "activation"))
+    if CONTROL.search(folder) or "\\" in folder:
+        problems.append("must not contain control characters or backslashes")
+    if destination_type == "azure_blob" and ".." in folder.split("/"):
+        problems.append(f"`{folder}`: a blob folder is a name prefix and cannot go up with `..`")
+    return problems
+
+
+def time_values(moment: datetime) -> dict[str, str]:
+    moment = moment.astimezone(UTC)
+    millis = int(moment.timestamp() * 1000) if moment.microsecond % 1000 == 0 else (
+        int(moment.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000
+    )
+    return {
+        "YYYY": f"{moment.year:04d}",
+        "YY": f"{moment.year % 100:02d}",
+        "MM": f"{moment.month:02d}",
+        "DD": f"{moment.day:02d}",
+        "HH": f"{moment.hour:02d}",
+        "mm": f"{moment.minute:02d}",
+        "ss": f"{moment.second:02d}",
+        "ms": f"{moment.microsecond // 1000:03d}",
+        "X": str(millis // 1000),
+        "x": str(millis),
+    }
+
+
+@dataclass(frozen=True)
+class NameContext:
+    logical_time: datetime
+    activation: str
+    run_id: str
+
+
+def render(template: str, context: NameContext, part: int | None = None) -> str:
+    values = time_values(context.logical_time)
+    values["activation"] = context.activation
+    values["run_id"] = context.run_id
+    values["part"] = f"{part or 1:05d}"
+    return template.format(**values)
+
+
+def has_part(template: str) -> bool:
+    return "part" in _fields(template)
+
+
+def join_folder(folder: str, name: str) -> str:
+    """`exports/daily` + `a.csv`; an absolute FTP folder keeps its leading `/`."""
+    if folder in ("", "."):
+        return name
+    return folder.rstrip("/") + "/" + name if folder.rstrip("/") else "/" + name
+
+
+def file_name(
+    template: str, folder: str, context: NameContext, *, extension: str, suffix: str = "",
+    part: int | None = None, gzip: bool = False,
+) -> str:
+    """The full path of one file: `x_added-00002.csv.gz`; `part` adds `-00002` unless the template
+    places `{part}` itself."""
+    base = render(template, context, part) + suffix
+    if part is not None and not has_part(template):
+        base += f"-{part:05d}"
+    name = f"{base}.{extension}" + (".gz" if gzip else "")
+    return join_folder(render(folder, context), name)
+
+
+# Seconds that each placeholder tells apart: a name changes at least this often.
+GRANULARITY = {"ms": 0.001, "x": 0.001, "run_id": 0.0, "ss": 1, "X": 1, "mm": 60, "HH": 3600, "DD": 86400,
+               "MM": 28 * 86400, "YY": 365 * 86400, "YYYY": 365 * 86400}
+
+
+def overwrite_risk(activation: Any) -> str | None:
+    """A scheduled SNAPSHOT whose name doesn't change between two runs overwrites the previous file."""
+    if activation.schedule is None or activation.sync_mode != "snapshot":
+        return None
+    names = {n for n in _fields(activation.file_name) + _fields(activation.folder) if n}
+    finest = min((GRANULARITY[n] for n in names if n in GRANULARITY), default=None)
+    interval = schedule_interval(activation.schedule)
+    if finest is not None and finest <= interval:
+        return None
+    return (f"`{activation.file_name}` names the same file for two runs of schedule `{activation.schedule}`, so "
+            "each run overwrites the previous file; add a finer time placeholder (e.g. {HH}) if that is not meant")
+
+
+def schedule_interval(schedule: str) -> float:
+    """The shortest gap in seconds between two occurrences of a cron schedule (over the next 60)."""
+    from croniter import croniter
+
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    it = croniter(schedule, start)
+    times = [it.get_next(datetime) for _ in range(60)]
+    return min((b - a).total_seconds() for a, b in itertools.pairwise(times))

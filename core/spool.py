@@ -1,0 +1,315 @@
+"""Rotation into parts, optional gzip, and per-file metrics (rows, bytes, MD5).
+
+A `Spool` turns the record batches of one output (the plain file, or `_added`…) into files. It
+calls a `FileSink` with `open` / `data` / `close` events; the engine forwards those to the
+destination. Parts: a part is closed before it would pass `max_file_size` or `max_file_rows`;
+a batch that does not fit starts the next part, and a batch that fits in no part alone is halved
+until it does (a single row larger than the limit is written alone, with a warning).
+
+Naming: a run that needs one file keeps the plain name, and whether there will be a second part
+is only known when the first one fills up. So with a size or row limit the first part is held in a
+temporary file until then: named plain if the output ends first, `-00001` (or `{part}`) otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+import pyarrow as pa
+
+from .formats.base import Writer
+
+CHUNK = 1024 * 1024
+GZIP_LEVEL = 6
+
+
+@dataclass
+class FileInfo:
+    path: str
+    rows: int = 0
+    bytes: int = 0
+    md5: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "md5": self.md5}
+
+
+class FileSink(Protocol):
+    def open(self, index: int, path: str, content_type: str) -> None: ...
+
+    def data(self, index: int, chunk: bytes) -> None: ...
+
+    def close(self, index: int, info: FileInfo) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int | None = None
+    max_rows: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.max_bytes is not None or self.max_rows is not None
+
+
+def gzip_bound(limit: int) -> int:
+    """Uncompressed bytes that can never compress to more than `limit` (deflate's worst case)."""
+    overhead = 64 + 5 * (limit // 16_000 + 1)
+    return max(limit - overhead, 1)
+
+
+@dataclass
+class _Part:
+    writer: Writer
+    prefix: bytes            # begin() bytes, emitted with the first accepted rows
+    suffix_size: int         # len(end()) is not known before the end; estimated
+    rows: int = 0
+    size: int = 0            # uncompressed bytes accepted so far, prefix included
+    emitted: bool = False
+
+
+@dataclass
+class _File:
+    """Bytes of one file on their way out: gzip, hashing, chunking; held back while unnamed."""
+
+    gzip: bool
+    hold: bool
+    md5: Any = field(default_factory=hashlib.md5)
+    size: int = 0
+    buffer: bytearray = field(default_factory=bytearray)
+    held: BinaryIO | None = None
+    compressor: Any = None
+
+    def __post_init__(self) -> None:
+        if self.gzip:
+            self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        if self.hold:
+            self.held = tempfile.TemporaryFile()  # noqa: SIM115 - lives until the part is named
+
+    def feed(self, data: bytes, out: Callable[[bytes], None]) -> None:
+        if self.compressor is not None:
+            data = self.compressor.compress(data)
+        self._out(data, out, final=False)
+
+    def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
+        if data:
+            self.md5.update(data)
+            self.size += len(data)
+            self.buffer += data
+        if self.buffer and (final or len(self.buffer) >= CHUNK):
+            chunk = bytes(self.buffer)
+            self.buffer.clear()
+            if self.held is not None:
+                self.held.write(chunk)
+            else:
+                out(chunk)
+
+    def flush(self, out: Callable[[bytes], None]) -> None:
+        tail = self.compressor.flush() if self.compressor is not None else b""
+        self._out(tail, out, final=True)
+
+    def release(self, out: Callable[[bytes], None]) -> None:
+        """Send what was held back, now that the file has its name."""
+        if self.held is None:
+            return
+        self.held.seek(0)
+        while chunk := self.held.read(CHUNK):
+            out(chunk)
+        self.held.close()
+        self.held = None
+
+
+class Spool:
+    """Writes the batches of one output as one file or as numbered parts."""
+
+    def __init__(
+        self, writer_class: type[Writer], schema: pa.Schema, options: Mapping[str, Any],
+        name: Callable[[int | None], str], sink: FileSink, *, limits: Limits = Limits(),
+        gzip: bool = False, indices: Iterator[int] | None = None, warn: Callable[[str, str], None] | None = None,
+    ):
+        self.writer_class = writer_class
+        self.schema = schema
+        self.options = options
+        self.name = name
+        self.sink = sink
+        self.limits = limits
+        self.gzip = gzip
+        self.indices = indices if indices is not None else itertools.count()  # shared by a run's spools
+        self.warn = warn or (lambda code, message: None)
+        self.max_bytes = (
+            gzip_bound(limits.max_bytes) if gzip and limits.max_bytes is not None else limits.max_bytes
+        )
+        self.part: _Part | None = None
+        self.file: _File | None = None
+        # Bytes `end()` adds to a text file (`]`, `</rows>`); Parquet's footer is in pending_bytes().
+        self.suffix_size = len(writer_class(schema, options).end()) if writer_class.retractable else 0
+        self.index = -1
+        self.held_file: _File | None = None
+        self.held_index = -1
+        self.parts = 0
+        self.files: list[FileInfo] = []
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the files so far, as published (compressed when gzip), for progress."""
+        done = sum(info.bytes for info in self.files)
+        return done + (self.file.size if self.file is not None else 0)
+
+    # -- parts -------------------------------------------------------------------------------
+    def _new_part(self) -> _Part:
+        writer = self.writer_class(self.schema, self.options)
+        prefix = writer.begin()
+        return _Part(writer, prefix, suffix_size=self.suffix_size, size=len(prefix))
+
+    def _fits(self, part: _Part, size: int) -> bool:
+        return self.max_bytes is None or part.size + size + part.suffix_size <= self.max_bytes
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        max_rows = self.limits.max_rows
+        if max_rows is not None and batch.num_rows > max_rows:
+            for start in range(0, batch.num_rows, max_rows):
+                self.write(batch.slice(start, max_rows))
+            return
+        if self.part is None:
+            self.part = self._new_part()
+        if max_rows is not None and self.part.rows + batch.num_rows > max_rows:
+            room = max_rows - self.part.rows
+            if room > 0:  # fill this part to exactly max_rows, the rest starts the next one
+                self.write(batch.slice(0, room))
+                self.write(batch.slice(room))
+                return
+            self._close_part()
+            self.part = self._new_part()
+        if self.max_bytes is None:
+            self._accept(self.part.writer.write(batch), batch.num_rows)
+        elif self.writer_class.retractable:
+            self._write_retractable(batch)
+        else:
+            self._write_estimated(batch)
+
+    def _write_retractable(self, batch: pa.RecordBatch) -> None:
+        """Text formats: encode, and if the bytes don't fit, drop them and move on to a new part."""
+        assert self.part is not None
+        encoded = self.part.writer.write(batch)
+        if self._fits(self.part, len(encoded)):
+            self._accept(encoded, batch.num_rows)
+            return
+        if self.part.rows:
+            self._close_part()
+            self.part = self._new_part()
+            encoded = self.part.writer.write(batch)
+            if self._fits(self.part, len(encoded)):
+                self._accept(encoded, batch.num_rows)
+                return
+        if batch.num_rows == 1:
+            self._too_large(len(encoded))
+            self._accept(encoded, 1)
+            return
+        self.part = self._new_part()  # the writer saw rows that were not kept: start it afresh
+        half = batch.num_rows // 2
+        self.write(batch.slice(0, half))
+        self.write(batch.slice(half))
+
+    def _write_estimated(self, batch: pa.RecordBatch) -> None:
+        """Parquet can't take a row group back: choose the part boundary before writing, from the
+        writer's estimate of what the batch and what it already holds will take."""
+        assert self.part is not None and self.max_bytes is not None
+
+        def projected(part: _Part) -> int:
+            return part.size + part.writer.pending_bytes() + part.writer.estimate(batch)
+
+        if projected(self.part) > self.max_bytes and self.part.rows:
+            self._close_part()
+            self.part = self._new_part()
+        if projected(self.part) > self.max_bytes:
+            if batch.num_rows > 1:
+                half = batch.num_rows // 2
+                self.write(batch.slice(0, half))
+                self.write(batch.slice(half))
+                return
+            self._too_large(projected(self.part))
+        self._accept(self.part.writer.write(batch), batch.num_rows)
+
+    def _too_large(self, size: int) -> None:
+        self.warn("row_larger_than_limit", f"a single row of about {size} bytes is larger than max_file_size; "
+                  "it was written alone in its part")
+
+    def _accept(self, encoded: bytes, rows: int) -> None:
+        part = self.part
+        assert part is not None
+        if not part.emitted:
+            self._open_file()
+            part.emitted = True
+            self._feed(part.prefix)
+        self._feed(encoded)
+        part.rows += rows
+        part.size += len(encoded)
+
+    # -- files -------------------------------------------------------------------------------
+    def _open_file(self) -> None:
+        self.parts += 1
+        if self.held_file is not None:
+            self._name_held_first_part(1)
+        hold = self.limits.any and self.parts == 1
+        self.index = next(self.indices)
+        self.file = _File(self.gzip, hold)
+        path = None if hold else self.name(self.parts if self.limits.any else None)
+        if path is not None:
+            self.sink.open(self.index, path, self.writer_class.spec.media_type)
+            self.files.append(FileInfo(path))
+        else:
+            self.files.append(FileInfo(""))
+
+    def _name_held_first_part(self, part: int | None) -> None:
+        """The first part was held back; now that its name is known, send it out."""
+        first, held_index = self.files[0], self.held_index
+        first.path = self.name(part)
+        self.sink.open(held_index, first.path, self.writer_class.spec.media_type)
+        assert self.held_file is not None
+        self.held_file.release(lambda chunk: self.sink.data(held_index, chunk))
+        self.sink.close(held_index, first)
+        self.held_file = None
+
+    def _feed(self, data: bytes) -> None:
+        assert self.file is not None
+        index = self.index
+        self.file.feed(data, lambda chunk: self.sink.data(index, chunk))
+
+    def _close_part(self) -> None:
+        part, file = self.part, self.file
+        assert part is not None and file is not None
+        tail = part.writer.end()
+        self._feed(tail)
+        part.size += len(tail)
+        if self.max_bytes is not None and part.size > self.max_bytes and part.rows > 1:
+            self.warn("part_over_limit", f"a part came out at {part.size} bytes, over max_file_size "
+                      f"({self.max_bytes} bytes): the {self.writer_class.spec.name} size estimate was short")
+        index = self.index
+        file.flush(lambda chunk: self.sink.data(index, chunk))
+        info = self.files[-1]
+        info.rows, info.bytes, info.md5 = part.rows, file.size, file.md5.hexdigest()
+        if file.held is not None:
+            self.held_file, self.held_index = file, index  # named when part 2 starts or the output ends
+        else:
+            self.sink.close(index, info)
+        self.part, self.file = None, None
+
+    def close(self, *, write_empty: bool = True) -> list[FileInfo]:
+        """Finish the last part; an output with no rows gets an empty file unless `write_empty` is off."""
+        if self.part is not None and self.part.rows:
+            self._close_part()
+        elif not self.files and write_empty:
+            self.part = self._new_part()
+            self._accept(b"", 0)
+            self._close_part()
+        if self.held_file is not None:
+            self._name_held_first_part(None)
+        return self.files

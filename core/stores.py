@@ -1,0 +1,235 @@
+"""Filecast's records in Table Storage: the applied catalog and the run history.
+
+Catalog: one entity per catalog object (PartitionKey = section, RowKey = id, `doc` = its JSON), so
+objects read by id and a new catalog removes what it no longer has. Runs: one entity per run under
+the activation (RowKey sorts newest first) and an index entity by run id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
+
+from .catalog import Catalog, parse_catalog
+from .errors import DuplicateRun, NotFound, RunInProgress, StateError
+from .records import RunRecord
+from .settings import Settings
+from .storage import table_service
+
+SECTIONS = ("sources", "models", "segments", "destinations", "activations")
+MAX_TIME = 10**13  # milliseconds; RowKey = MAX_TIME - start, so newer runs sort first
+
+
+@contextmanager
+def map_table_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
+        raise
+    except HttpResponseError as exc:
+        if exc.status_code == 412:
+            raise
+        raise StateError(f"Table Storage failed to {action}: {exc.message}", transient=True) from exc
+    except AzureError as exc:
+        raise StateError(f"Table Storage failed to {action}: {getattr(exc, 'message', exc)}", transient=True) from exc
+
+
+class Tables:
+    """Creates Filecast's tables on first use."""
+
+    def __init__(self, settings: Settings):
+        self.service = table_service(settings)
+        self.prefix = settings.table_prefix
+        self._ready: dict[str, Any] = {}
+
+    def table(self, name: str) -> Any:
+        if name not in self._ready:
+            full = f"{self.prefix}{name}"
+            with map_table_errors(f"create table `{full}`"), suppress(ResourceExistsError):
+                self.service.create_table(full)
+            self._ready[name] = self.service.get_table_client(full)
+        return self._ready[name]
+
+
+class CatalogStore:
+    def __init__(self, tables: Tables, base_dir: Path | None = None):
+        self.table = tables.table("catalog")
+        self.base_dir = base_dir or Path.cwd()
+
+    def apply(self, doc: dict[str, Any]) -> Catalog:
+        """Validate `doc` as a whole, then store it, removing objects it no longer has."""
+        catalog = parse_catalog(doc, self.base_dir)
+        with map_table_errors("store the catalog"):
+            existing = {(e["PartitionKey"], e["RowKey"]) for e in self.table.list_entities(select=["PartitionKey",
+                                                                                                  "RowKey"])}
+            wanted = set()
+            for section in SECTIONS:
+                for key, value in (doc.get(section) or {}).items():
+                    wanted.add((section, key))
+                    self.table.upsert_entity({"PartitionKey": section, "RowKey": key, "doc": json.dumps(value)})
+            for partition, row in existing - wanted:
+                self.table.delete_entity(partition, row)
+        return catalog
+
+    def document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {section: {} for section in SECTIONS}
+        with map_table_errors("read the catalog"):
+            for entity in self.table.list_entities():
+                if entity["PartitionKey"] in doc:
+                    doc[entity["PartitionKey"]][entity["RowKey"]] = json.loads(entity["doc"])
+        return doc
+
+    def load(self) -> Catalog:
+        doc = self.document()
+        if not any(doc.values()):
+            raise NotFound("no catalog has been applied yet: run `python -m core apply catalog.yaml` or "
+                           "`PUT /api/catalog`")
+        return parse_catalog(doc, self.base_dir)
+
+
+class RunStore:
+    def __init__(self, tables: Tables):
+        self.table = tables.table("runs")
+
+    @staticmethod
+    def _row_key(record: RunRecord) -> str:
+        started = record.logical_time.timestamp() * 1000
+        return f"{MAX_TIME - int(started):013d}-{record.run_id}"
+
+    def save(self, record: RunRecord) -> None:
+        doc = json.dumps(record.as_dict())
+        with map_table_errors(f"save run `{record.run_id}`"):
+            self.table.upsert_entity({"PartitionKey": f"a:{record.activation}", "RowKey": self._row_key(record),
+                                      "doc": doc})
+            self.table.upsert_entity({"PartitionKey": "run", "RowKey": record.run_id, "doc": doc,
+                                      "activation": record.activation})
+
+    def get(self, run_id: str) -> RunRecord:
+        try:
+            with map_table_errors(f"read run `{run_id}`"):
+                entity = self.table.get_entity("run", run_id)
+        except ResourceNotFoundError:
+            raise NotFound(f"no run `{run_id}`") from None
+        return RunRecord.from_dict(json.loads(entity["doc"]))
+
+    def history(self, activation: str, limit: int = 50) -> list[RunRecord]:
+        with map_table_errors(f"read the runs of `{activation}`"):
+            entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": f"a:{activation}"},
+                                                 results_per_page=limit)
+            records = []
+            for entity in entities:
+                records.append(RunRecord.from_dict(json.loads(entity["doc"])))
+                if len(records) >= limit:
+                    break
+        return records
+
+
+class Leases:
+    """One run per activation at a time: a lease entity per activation, taken and renewed with ETags."""
+
+    TTL = timedelta(minutes=5)
+
+    def __init__(self, tables: Tables):
+        self.table = tables.table("leases")
+
+    def _entity(self, activation: str, run_id: str) -> dict[str, Any]:
+        return {"PartitionKey": "lease", "RowKey": activation, "run_id": run_id,
+                "expires": (datetime.now(UTC) + self.TTL).isoformat()}
+
+    def holder(self, activation: str) -> str | None:
+        """The run holding the activation's lease, if it has not expired."""
+        try:
+            with map_table_errors("read a lease"):
+                entity = self.table.get_entity("lease", activation)
+        except ResourceNotFoundError:
+            return None
+        if datetime.fromisoformat(entity["expires"]) <= datetime.now(UTC):
+            return None
+        return str(entity["run_id"])
+
+    def acquire(self, activation: str, run_id: str) -> None:
+        """Take the lease or raise: `DuplicateRun` when this run already holds it, else `RunInProgress`."""
+        with map_table_errors("take a lease"):
+            try:
+                self.table.create_entity(self._entity(activation, run_id))
+                return
+            except ResourceExistsError:
+                pass
+            try:
+                current = self.table.get_entity("lease", activation)
+            except ResourceNotFoundError:
+                return self.acquire(activation, run_id)
+            if datetime.fromisoformat(current["expires"]) > datetime.now(UTC):
+                if current["run_id"] == run_id:
+                    raise DuplicateRun(f"run `{run_id}` of `{activation}` is already being processed")
+                raise RunInProgress(f"activation `{activation}` is already running (run `{current['run_id']}`); "
+                                    "this run waits until it ends")
+            try:
+                self.table.update_entity(self._entity(activation, run_id), mode=UpdateMode.REPLACE,
+                                         etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, HttpResponseError) as exc:
+                if getattr(exc, "status_code", 412) != 412:
+                    raise
+                raise RunInProgress(f"activation `{activation}` was just taken by another run") from None
+        return None
+
+    def renew(self, activation: str, run_id: str) -> None:
+        with map_table_errors("renew a lease"):
+            current = self.table.get_entity("lease", activation)
+            if current["run_id"] == run_id:
+                self.table.update_entity(self._entity(activation, run_id), mode=UpdateMode.REPLACE,
+                                         etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+
+    def release(self, activation: str, run_id: str) -> None:
+        with suppress(AzureError, KeyError):
+            current = self.table.get_entity("lease", activation)
+            if current["run_id"] == run_id:
+                self.table.delete_entity("lease", activation, etag=current.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+
+
+class ScheduleMarks:
+    """The last occurrence enqueued per activation; claimed with ETags so two ticks never enqueue it twice."""
+
+    def __init__(self, tables: Tables):
+        self.table = tables.table("schedule")
+
+    def last(self, activation: str) -> tuple[datetime | None, str | None]:
+        try:
+            with map_table_errors("read the schedule"):
+                entity = self.table.get_entity("schedule", activation)
+        except ResourceNotFoundError:
+            return None, None
+        return datetime.fromisoformat(entity["last_occurrence"]), entity.metadata["etag"]
+
+    def claim(self, activation: str, occurrence: datetime, etag: str | None) -> bool:
+        """Record `occurrence` as enqueued unless another tick changed the mark since it was read."""
+        entity = {"PartitionKey": "schedule", "RowKey": activation, "last_occurrence": occurrence.isoformat()}
+        with map_table_errors("claim a schedule occurrence"):
+            try:
+                if etag is None:
+                    self.table.create_entity(entity)
+                else:
+                    self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                             match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceExistsError, ResourceModifiedError):
+                return False
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    return False
+                raise

@@ -1,0 +1,66 @@
+"""Session fixtures: real Azurite and a real FTP server on free loopback ports.
+
+When FILECAST_REQUIRE_SERVICES=1 (CI sets it), a service that cannot start fails the tests
+instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.services import Azurite, FtpServer, FtpUser, ServiceUnavailable
+
+REQUIRE_SERVICES = os.environ.get("FILECAST_REQUIRE_SERVICES") == "1"
+
+FTP_USERS = [
+    FtpUser("alex", "alex-secret-pw", home="/home/alex"),
+    FtpUser("reader", "reader-secret-pw", home="/home/reader", perm="elr"),
+]
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not available: {exc}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (FILECAST_REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    try:
+        service = Azurite.start(tmp_path_factory.mktemp("azurite"))
+    except ServiceUnavailable as exc:
+        unavailable("Azurite", exc)
+    with service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    try:
+        service = FtpServer.start(tmp_path_factory.mktemp("ftp") / "root", FTP_USERS)
+    except ServiceUnavailable as exc:
+        unavailable("the FTP server", exc)
+    with service:
+        yield service
+
+
+@pytest.fixture
+def storage_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """App settings pointing Filecast's own storage at Azurite."""
+    values = {"AzureWebJobsStorage": azurite.connection_string}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo DuckDB file (100,000 customers), built once per session."""
+    from examples.make_demo import build
+
+    return build(tmp_path_factory.mktemp("demo") / "demo.duckdb")

@@ -1,0 +1,182 @@
+"""The `StateStore` contract, run here on the in-memory store and in
+`tests/integration/test_state_table_storage.py` on Azure Table Storage (Azurite)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from core.errors import StateConflict, StateError
+from core.state.base import Entries, StateStore
+from core.state.memory import MemoryStateStore
+
+
+def entries(n: int, seed: int = 0) -> Entries:
+    """`n` sorted, unique random entries."""
+    rng = np.random.default_rng(seed)
+    hi = np.unique(rng.integers(0, 2**64 - 1, n + n // 10 + 8, dtype=np.uint64))[:n]
+    rng.shuffle(hi)
+    hi = np.sort(hi[:n])
+    return Entries(
+        hi, rng.integers(0, 2**64 - 1, n, dtype=np.uint64), rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    )
+
+
+def chunks(e: Entries, size: int) -> Iterator[Entries]:
+    for start in range(0, len(e), size):
+        yield e.slice(start, start + size)
+
+
+def same(a: Entries, b: Entries) -> bool:
+    return all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ("hi", "lo", "content"))
+
+
+def commit(store: StateStore, activation: str, e: Entries, **meta: str) -> None:
+    snapshot = store.load(activation)
+    generation = store.begin(activation)
+    info = store.write(activation, generation, chunks(e, 1000), meta=meta)
+    store.commit(info, snapshot)
+
+
+class StoreContract:
+    """Semantics every store must have; subclasses provide the `store` fixture."""
+
+    def test_no_state_then_round_trip(self, store: StateStore) -> None:
+        empty = store.load("a1")
+        assert empty.info is None and len(empty.entries) == 0
+        data = entries(2500, seed=1)
+        commit(store, "a1", data, mode="upsert")
+        loaded = store.load("a1")
+        assert (
+            loaded.info is not None
+            and loaded.info.rows == 2500
+            and dict(loaded.info.meta) == {"mode": "upsert"}
+        )
+        assert same(loaded.entries, data)
+
+    def test_empty_state_is_not_no_state(self, store: StateStore) -> None:
+        commit(store, "a2", Entries.empty())
+        loaded = store.load("a2")
+        assert loaded.info is not None and loaded.info.rows == 0 and len(loaded.entries) == 0
+
+    def test_loaded_entries_are_a_private_copy(self, store: StateStore) -> None:
+        commit(store, "a3", entries(10, seed=3))
+        first = store.load("a3")
+        first.entries.content[:] = 0
+        assert store.load("a3").entries.content.any()
+
+    def test_uncommitted_generation_is_invisible(self, store: StateStore) -> None:
+        commit(store, "a4", entries(5, seed=4))
+        generation = store.begin("a4")
+        store.write("a4", generation, [entries(7, seed=5)])
+        assert store.load("a4").info is not None
+        assert store.load("a4").info.rows == 5  # type: ignore[union-attr]
+
+    def test_racing_commits_one_wins(self, store: StateStore) -> None:
+        commit(store, "a5", entries(3, seed=6))
+        first, second = store.load("a5"), store.load("a5")
+        g1, g2 = store.begin("a5"), store.begin("a5")
+        i1 = store.write("a5", g1, [entries(11, seed=7)])
+        i2 = store.write("a5", g2, [entries(12, seed=8)])
+        store.commit(i1, first)
+        with pytest.raises(StateConflict, match="changed while this run was in progress"):
+            store.commit(i2, second)
+        assert store.load("a5").info.rows == 11  # type: ignore[union-attr]
+
+    def test_racing_first_runs_one_wins(self, store: StateStore) -> None:
+        first, second = store.load("a6"), store.load("a6")
+        i1 = store.write("a6", store.begin("a6"), [entries(2, seed=9)])
+        i2 = store.write("a6", store.begin("a6"), [entries(4, seed=10)])
+        store.commit(i2, second)
+        with pytest.raises(StateConflict):
+            store.commit(i1, first)
+        assert store.load("a6").info.rows == 4  # type: ignore[union-attr]
+
+    def test_reset_clears_and_blocks_runs_in_flight(self, store: StateStore) -> None:
+        commit(store, "a7", entries(9, seed=11))
+        in_flight = store.load("a7")
+        info = store.write("a7", store.begin("a7"), [entries(3, seed=12)])
+        store.reset("a7")
+        after = store.load("a7")
+        assert after.info is None and len(after.entries) == 0
+        with pytest.raises(StateConflict):
+            store.commit(info, in_flight)
+        commit(store, "a7", entries(4, seed=13))  # the next run starts afresh
+        assert store.load("a7").info.rows == 4  # type: ignore[union-attr]
+
+    def test_reset_without_state(self, store: StateStore) -> None:
+        store.reset("a8")
+        assert store.load("a8").info is None
+
+    def test_cleanup_keeps_current_and_in_flight(self, store: StateStore) -> None:
+        commit(store, "a9", entries(5, seed=14))
+        abandoned = store.begin("a9")
+        store.write("a9", abandoned, [entries(5, seed=15)])
+        commit(store, "a9", entries(6, seed=16))
+        in_flight = store.begin("a9")  # started after the last commit: may still commit
+        assert store.cleanup("a9") == 2  # the first generation and the abandoned one
+        assert store.cleanup("a9") == 0
+        snapshot = store.load("a9")
+        assert snapshot.info is not None and snapshot.info.rows == 6
+        store.commit(store.write("a9", in_flight, [entries(8, seed=17)]), snapshot)
+        assert store.cleanup("a9") == 1
+        assert store.load("a9").info.rows == 8  # type: ignore[union-attr]
+
+    def test_payload_round_trip(self, store: StateStore) -> None:
+        snapshot = store.load("b1")
+        generation = store.begin("b1")
+        table = pa.table({"id": list(range(5000)), "name": [f"n{i}" for i in range(5000)]})
+        sink = store.open_payload("b1", generation)
+        with pa.ipc.new_stream(
+            sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")
+        ) as writer:
+            writer.write_table(table, max_chunksize=700)
+        sink.close()
+        info = store.write("b1", generation, [entries(1)], payload=True)
+        store.commit(info, snapshot)
+        current = store.load("b1").info
+        assert current is not None and current.payload
+        with pa.ipc.open_stream(store.read_payload(current)) as reader:
+            assert reader.read_all().equals(table)
+
+    def test_no_payload(self, store: StateStore) -> None:
+        commit(store, "b2", entries(1))
+        info = store.load("b2").info
+        assert info is not None
+        with pytest.raises(StateError, match="has no payload"):
+            store.read_payload(info)
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> MemoryStateStore:
+        return MemoryStateStore()
+
+    def test_write_rejects_unsorted_entries(self, store: MemoryStateStore) -> None:
+        e = entries(4)
+        with pytest.raises(ValueError, match="sorted"):
+            store.write("c", store.begin("c"), [e.slice(2, 4), e.slice(0, 2)])
+
+    def test_injected_failure_leaves_state_unchanged(self, store: MemoryStateStore) -> None:
+        commit(store, "c", entries(3, seed=1))
+        store.fail_on.add("commit")
+        with pytest.raises(StateError, match="injected failure in `commit`") as caught:
+            commit(store, "c", entries(5, seed=2))
+        assert caught.value.transient
+        assert same(store.load("c").entries, entries(3, seed=1))
+
+    def test_payload_writer_is_a_file(self, store: MemoryStateStore) -> None:
+        sink = store.open_payload("d", store.begin("d"))
+        assert isinstance(sink, io.IOBase) and sink.writable()
+
+
+def test_pack_round_trip() -> None:
+    e = entries(1234, seed=5)
+    assert same(Entries.unpack(e.pack()), e)
+    assert e.pack()[:16] == int(e.hi[0]).to_bytes(8, "big") + int(e.lo[0]).to_bytes(8, "big")
+    with pytest.raises(ValueError, match="whole number of entries"):
+        Entries.unpack(b"x" * 25)
