@@ -374,9 +374,7 @@ def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | N
     if kind == "ftp":
         r.known(("type", "host", "port", "username", "password_setting", "tls", "passive", "ca_file"))
         tls = r.choice("tls", TLS_MODES, "none")
-        ca_file = r.text("ca_file")
-        if ca_file is not None and tls == "none":
-            r.problem("ca_file", "applies only with tls: explicit or implicit")
+        ca_file = r.text("ca_file")  # used only with tls explicit/implicit
         if ca_file is not None and base_dir is not None and not Path(ca_file).is_absolute():
             ca_file = str(base_dir / ca_file)
         if r.raw.get("passive") is False:
@@ -400,8 +398,12 @@ def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | N
     if len(auth) != 1:
         r.problem("", "needs exactly one of `connection_setting`, `sas_url_setting` or `account_url`")
     account_url = r.text("account_url")
-    if account_url is not None and not re.match(r"^https?://", account_url):
-        r.problem("account_url", "must be a URL such as `https://myaccount.blob.core.windows.net`")
+    if account_url is not None and not account_url.startswith("https://"):
+        r.problem("account_url", "must be an https URL such as `https://myaccount.blob.core.windows.net` (tokens "
+                  "are only sent over HTTPS)")
+    if r.raw.get("sas_url_setting") is not None and r.raw.get("create_container") is True:
+        r.problem("create_container", "a container SAS cannot create its container: create it, or use "
+                  "`connection_setting` or `account_url`")
     return Destination(
         did, kind,
         container=container,

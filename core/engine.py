@@ -29,10 +29,11 @@ from .catalog import Activation, Catalog
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
 from .destinations.memory import PreviewDestination
-from .errors import CatalogError, FilecastError
+from .errors import CatalogError, CatalogInvalid, FilecastError, Problem
 from .formats import writer_for
 from .mapping import Mapper
 from .records import Rows, RunRecord, iso
+from .segments import check_segment
 from .settings import Settings
 from .sources import model_sql, open_source
 from .sources.base import Source as SourceReader
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 RETRIES = 2        # further attempts after a transient failure, within one run
 BACKOFF = 2.0      # seconds before the first retry; doubles each time, at most 60 s
-QUEUE_DEPTH = 8  # chunks of up to 1 MiB between the encoder thread and the uploader
+QUEUE_DEPTH = 4  # file events between the encoder thread and the uploader (a data chunk is ≥ 1 MiB,
+#                  at most one encoded batch)
 PROGRESS_EVERY = 10.0  # seconds between progress log lines
 CHANGE_TYPES = ("added", "updated", "removed")  # DIFFERENCE's files, in this order
 
@@ -204,8 +206,15 @@ class Run:
         plan = Plan.build(self.catalog, self.activation_id, self.record)
         activation = plan.activation
         model = self.catalog.model_of(activation)
+        # Built first: a missing setting or an expired SAS token fails before the warehouse is queried.
+        destination = self.destination or open_destination(
+            self.catalog.destinations[activation.destination], self.settings)
+        if self.preview:
+            destination = PreviewDestination()
         source_config = self.catalog.sources[model.source]
         self.source = await asyncio.to_thread(open_source, source_config, self.settings)
+        if activation.segment is not None:
+            await asyncio.to_thread(self._check_segment, activation.segment, plan.sql)
         schema, batches = await asyncio.to_thread(self.source.batches, plan.sql, plan.where)
         mapper = Mapper(schema, activation.mapping, where=f"activations.{activation.id}.mapping")
         format_problems(activation, mapper.schema)
@@ -214,10 +223,6 @@ class Run:
             raise CatalogError(f'models.{model.id}.primary_key: unknown column "{missing[0]}"; columns are: '
                                + ", ".join(schema.names))
         delta = await self._delta(activation, model)
-        destination = self.destination or open_destination(
-            self.catalog.destinations[activation.destination], self.settings)
-        if self.preview:
-            destination = PreviewDestination()
         try:
             async with destination:
                 bridge = _Bridge(asyncio.get_running_loop())
@@ -245,6 +250,15 @@ class Run:
                 delta.discard()
                 if self.state is None:
                     _close(delta.store)
+
+    def _check_segment(self, segment_id: str, model_sql: str) -> None:
+        """A segment's columns and value types against the model's real schema, before reading."""
+        assert self.source is not None
+        problems: list[Problem] = []
+        check_segment(self.catalog, segment_id, self.source.schema(model_sql),
+                      problem=lambda path, message: problems.append(Problem(path, message)))
+        if problems:
+            raise CatalogInvalid(problems)
 
     async def _delta(self, activation: Activation, model: Any) -> DeltaPass | None:
         """FULL THEN DELTA: load the state to compare against (FULL ONLY keeps none)."""

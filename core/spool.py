@@ -101,14 +101,20 @@ class _File:
         if data:
             self.md5.update(data)
             self.size += len(data)
+            if not self.buffer and len(data) >= CHUNK:
+                self._send(data, out)  # a whole encoded batch: no copy through the buffer
+                return
             self.buffer += data
         if self.buffer and (final or len(self.buffer) >= CHUNK):
             chunk = bytes(self.buffer)
             self.buffer.clear()
-            if self.held is not None:
-                self.held.write(chunk)
-            else:
-                out(chunk)
+            self._send(chunk, out)
+
+    def _send(self, chunk: bytes, out: Callable[[bytes], None]) -> None:
+        if self.held is not None:
+            self.held.write(chunk)
+        else:
+            out(chunk)
 
     def flush(self, out: Callable[[bytes], None]) -> None:
         tail = self.compressor.flush() if self.compressor is not None else b""

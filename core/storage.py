@@ -48,40 +48,27 @@ def connection_string(settings: Settings) -> str | None:
     return value
 
 
+def _service(settings: Settings, service: str, client_class: Any) -> Any:
+    """A service client from the connection string, else from the endpoint and a managed identity."""
+    conn = connection_string(settings)
+    if conn:
+        return client_class.from_connection_string(conn)
+    endpoint = _endpoint(settings, service)
+    if endpoint is None:
+        raise _missing()
+    return client_class(endpoint, credential=_credential(settings))
+
+
 def table_service(settings: Settings) -> Any:
     from azure.data.tables import TableServiceClient
 
-    conn = connection_string(settings)
-    if conn:
-        return TableServiceClient.from_connection_string(conn)
-    endpoint = _endpoint(settings, "table")
-    if endpoint is None:
-        raise _missing()
-    return TableServiceClient(endpoint, credential=_credential(settings))
+    return _service(settings, "table", TableServiceClient)
 
 
 def queue_service(settings: Settings) -> Any:
     from azure.storage.queue import QueueServiceClient
 
-    conn = connection_string(settings)
-    if conn:
-        return QueueServiceClient.from_connection_string(conn)
-    endpoint = _endpoint(settings, "queue")
-    if endpoint is None:
-        raise _missing()
-    return QueueServiceClient(endpoint, credential=_credential(settings))
-
-
-def blob_service(settings: Settings) -> Any:
-    from azure.storage.blob import BlobServiceClient
-
-    conn = connection_string(settings)
-    if conn:
-        return BlobServiceClient.from_connection_string(conn)
-    endpoint = _endpoint(settings, "blob")
-    if endpoint is None:
-        raise _missing()
-    return BlobServiceClient(endpoint, credential=_credential(settings))
+    return _service(settings, "queue", QueueServiceClient)
 
 
 def state_store(settings: Settings) -> Any:

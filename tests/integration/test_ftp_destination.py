@@ -426,10 +426,13 @@ def test_implicit_tls_against_a_plain_server(ftp_servers: FtpServers, demo_db: P
 
 
 def test_active_mode_is_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
+    """Rejected by validation, before any connection: a Function can't accept data connections."""
     target = ftp_servers.get("pyftpdlib")
-    result, record = run(tmp_path, demo_db, target, target.destination(passive=False), sql=SMALL)
-    assert failed(result, record, "unsupported").startswith(
-        "destinations.target.passive: active mode (`passive: false`) is not supported")
+    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(passive=False), sql=SMALL))
+    result = run_cli("validate", str(path), env=target.env())
+    assert result.returncode == 2
+    assert "destinations.target.passive: active mode is not supported: an Azure Function cannot accept the " \
+        "server's data connections" in result.stderr
 
 
 # --- in process: what the CLI doesn't show ------------------------------------------------------

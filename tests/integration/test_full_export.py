@@ -156,3 +156,19 @@ def test_azure_missing_container_is_a_clear_error(azurite: Azurite, demo_db: Pat
     assert "container `does-not-exist` of storage account `devstoreaccount1` was not found" in \
         record["error"]["message"]
     assert "AccountKey" not in result.stdout + result.stderr
+
+
+def test_a_segment_that_does_not_fit_the_model_is_bad_input(azurite: Azurite, demo_db: Path, tmp_path: Path) -> None:
+    doc = catalog(demo_db, {"type": "azure_blob", "container": "exports", "connection_setting": "EXPORT_STORAGE",
+                            "create_container": True})
+    doc["segments"] = {"adults": {"model": "customers", "where": {"all": [
+        {"column": "cuntry", "op": "=", "value": "FR"}, {"column": "age", "op": ">=", "value": "eighteen"}]}}}
+    doc["activations"]["export"].pop("model")
+    doc["activations"]["export"]["segment"] = "adults"
+    path = write_catalog(tmp_path / "catalog.yaml", doc)
+    result = cli("run", "export", "--catalog", str(path), env={"EXPORT_STORAGE": azurite.connection_string})
+    record = run_record(result)
+    assert result.returncode == 2 and record["error"]["code"] == "invalid_catalog"
+    message = record["error"]["message"]
+    assert message.startswith("the catalog has 2 problems:\n  - segments.adults.where.all[0].column: unknown column")
+    assert "segments.adults.where.all[1].value:" in message and record["files"] == []

@@ -265,7 +265,6 @@ def test_segment_export_through_the_cli(postgres: PostgresServer, engines: dict[
     assert engines["postgresql"].count() == ROWS
 
 
-@pytest.mark.skip(reason="needs delta engine")
 def test_segment_delta_puts_leavers_in_removed(postgres: PostgresServer, pg_customers: str, azurite: Any,
                                               storage_env: dict[str, str], tmp_path: Path) -> None:
     """Rows that stop matching the segment appear in `_removed` with their last delivered values."""

@@ -91,9 +91,10 @@ def test_sqlite_segment_export(sqlite_db: Path, azurite: Azurite, tmp_path: Path
         sqlite_db, "total >= 100 AND customer IN ('O''Brien', 'Li, Jr.') AND instr(note, 'line') > 0")
 
 
-def test_a_missing_driver_is_a_catalog_error(sqlite_db: Path, tmp_path: Path) -> None:
+def test_a_missing_driver_is_a_catalog_error(sqlite_db: Path, azurite: Azurite, tmp_path: Path) -> None:
     path = write_catalog(tmp_path / "catalog.yaml", catalog(driver="adbc_driver_nosuch"))
-    result = cli("run", "export", "--catalog", str(path), env={"SHOP_DB": f"file:{sqlite_db}"})
+    result = cli("run", "export", "--catalog", str(path),
+                 env={"SHOP_DB": f"file:{sqlite_db}", "EXPORT_STORAGE": azurite.connection_string})
     assert result.returncode == 2
     assert run_record(result)["error"] == {
         "code": "invalid_catalog",
