@@ -332,3 +332,21 @@ def test_secrets_never_reach_logs_records_or_answers(env: dict[str, Any], demo_d
         assert secret not in logs
         for answer in answers:
             assert secret not in answer
+
+
+def test_preview_and_reset_over_http(env: dict[str, Any], demo_db: Path) -> None:
+    apply(env, demo_db, {"delta": {"file_name": "d_{run_id}", "run_type": "full_then_delta", "sync_mode": "upsert"}})
+    status, preview = http("preview_activation", "POST", "/x", {"id": "delta"})
+    assert status == 200 and preview["full"] is True and preview["rows"]["exported"] == 500
+    [file] = preview["files"]
+    assert file["rows"] == 500 and file["path"].startswith("d_") and file["bytes"] > 0
+    first = run_now("delta")  # the preview moved no state: this is still the first, full run
+    assert first["full"] is True and first["rows"]["exported"] == 500
+    assert [b.name for b in env["blobs"].list_blobs()] == [first["files"][0]["path"]]  # nothing from the preview
+    assert run_now("delta")["rows"]["exported"] == 0          # nothing changed since
+    status, body = http("reset_activation", "POST", "/x", {"id": "delta"})
+    assert (status, body) == (200, {"activation": "delta", "reset": True, "next_run": "full"})
+    after = run_now("delta")
+    assert after["full"] is True and after["rows"]["exported"] == 500
+    status, body = http("reset_activation", "POST", "/x", {"id": "nope"})
+    assert status == 404

@@ -237,3 +237,21 @@ def test_two_runs_racing_to_commit_one_wins(tmp_path: Path) -> None:
     check = MemoryDestination()
     engine_run(catalog, check, state, 4)
     assert all(rows_of(b) == [] for b in check.files.values())
+
+
+def test_duplicate_and_null_keys_are_warned_or_fail(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "people.duckdb")
+    mutate(db, "INSERT INTO people VALUES (2, 'Bob again', 41, 'x')", "INSERT INTO people VALUES (NULL, 'Nul', 1, 'n')")
+    catalog, state = memory_catalog(db), MemoryStateStore()
+    result = engine_run(catalog, MemoryDestination(), state, 1)
+    assert result.exception is None
+    codes = {w["code"]: w["message"] for w in result.record.warnings}
+    assert sorted(codes) == ["duplicate_key", "null_key"]
+    assert codes["duplicate_key"].startswith("1 rows repeat a primary key (id) seen earlier in the run, e.g. ")
+    assert "id=2" in codes["duplicate_key"] and codes["null_key"].startswith("1 rows have a NULL in the primary key")
+    strict = parse_catalog(doc(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
+                               "difference", on_duplicate_key="fail"), db.parent)
+    failing = MemoryDestination()
+    result = engine_run(strict, failing, MemoryStateStore(), 1)
+    assert result.record.status == "failed" and result.record.error["code"] == "invalid_primary_key"
+    assert failing.files == {}

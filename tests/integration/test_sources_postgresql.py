@@ -91,8 +91,15 @@ def cli_with_rss(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedP
 # --- a 1 M-row model, end to end ------------------------------------------------------------------
 
 def test_one_million_rows_export_to_azure_with_bounded_memory(
-    postgres: PostgresServer, pg_big_customers: str, azurite: Azurite, tmp_path: Path,
+    postgres: PostgresServer, pg_big_customers: str, tmp_path: Path,
 ) -> None:
+    # Its own Azurite: the session one holds every blob of the suite in memory by now, and the
+    # exporter's peak RSS is what is measured here, against a destination in its normal state.
+    with Azurite.start(tmp_path / "azurite") as azurite:
+        _export_million(postgres, pg_big_customers, azurite, tmp_path)
+
+
+def _export_million(postgres: PostgresServer, pg_big_customers: str, azurite: Azurite, tmp_path: Path) -> None:
     doc = pg_catalog({"table": pg_big_customers, "primary_key": ["customer_id"]}, blob_destination(),
                      csv={"delimiter": ";"})
     path = write_catalog(tmp_path / "catalog.yaml", doc)
@@ -105,6 +112,7 @@ def test_one_million_rows_export_to_azure_with_bounded_memory(
     local = tmp_path / "export.csv"
     local.write_bytes(download(azurite, file["path"]))
     assert local.stat().st_size == file["bytes"]
+    print(f"peak RSS {rss_mb:.0f} MB")
     assert rss_mb < MAX_RSS_MB, f"peak RSS {rss_mb:.0f} MB"
     assert postgres.password not in result.stdout + result.stderr
 
