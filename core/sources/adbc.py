@@ -227,6 +227,7 @@ class AdbcSource:
         self.secrets = list(secrets)
         self.uri_setting = uri_setting
         self._cursors: list[Any] = []
+        self._schemas: dict[str, pa.Schema] = {}  # a run describes its model once (engine check, segment binding)
         self.connection: Any = None
         with self._errors(connecting=True):
             self.connection = connect()
@@ -259,13 +260,17 @@ class AdbcSource:
         from the first batch (SQLite infers types from the rows), never by reading every row."""
         import adbc_driver_manager
 
+        if sql in self._schemas:
+            return self._schemas[sql]
         cursor = self._cursor()
         try:
             try:
-                return cursor.adbc_execute_schema(sql)
+                schema = cursor.adbc_execute_schema(sql)
             except adbc_driver_manager.NotSupportedError:
                 cursor.execute(sql)
-                return cursor.fetch_record_batch().schema
+                schema = cursor.fetch_record_batch().schema
+            self._schemas[sql] = schema
+            return schema
         finally:
             self._close_cursor(cursor)
 

@@ -45,6 +45,7 @@ class DuckDBSource:
         self.batch_rows = batch_rows
         self.what = f"DuckDB database `{database}`"
         self.readers: list[pa.RecordBatchReader] = []
+        self._schemas: dict[str, pa.Schema] = {}
         if not database.is_file():
             raise SourceError(f"{self.what} does not exist; check the source's `database` path "
                               "(relative paths start at the catalog's folder)")
@@ -62,9 +63,13 @@ class DuckDBSource:
         return self.connection.sql(sql, params=params or None)
 
     def schema(self, sql: str, where: Where = None) -> pa.Schema:
-        # A segment narrows rows, never columns: the model's schema is the segment's.
-        with map_duckdb_errors(self.what):
-            return _reader(self.connection.sql(f"SELECT * FROM (\n{sql}\n) AS model LIMIT 0"), 1).schema
+        # A segment narrows rows, never columns: the model's schema is the segment's. Described once
+        # per source: the engine's segment check and the binding of its values both ask.
+        if sql not in self._schemas:
+            with map_duckdb_errors(self.what):
+                relation = self.connection.sql(f"SELECT * FROM (\n{sql}\n) AS model LIMIT 0")
+                self._schemas[sql] = _reader(relation, 1).schema
+        return self._schemas[sql]
 
     def batches(self, sql: str, where: Where = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         with map_duckdb_errors(self.what):
