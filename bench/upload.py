@@ -18,7 +18,11 @@ CSV, exports it once to learn the bytes, then, `--repeat` times, each round on a
 
 For each it prints the median rate and the CPU seconds of this process (all threads) and of
 Azurite: on a 2-core machine the export's serialisation and Azurite compete for the same cores,
-and load from other processes shows up there first. Budget (DESIGN.md §5): export + upload
+and load from other processes shows up there first.
+
+The reference rate depends on Azurite's version, which is printed: 3.37 (the one `make setup`
+pins) computes a CRC64 of each staged block in JavaScript, as the service reports one, and
+ingests about 4x slower than 3.36, which does not. `AZURITE_BIN` selects another Azurite. Budget (DESIGN.md §5): export + upload
 >= 0.8 x the plain upload rate. Exit status 0 within budget, 1 over.
 """
 
@@ -52,7 +56,7 @@ from core.catalog import parse_catalog  # noqa: E402
 from core.destinations import azure_blob  # noqa: E402
 from core.records import RunRecord, new_run_id  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from devtools.services import Azurite  # noqa: E402
+from devtools.services import Azurite, azurite_command, azurite_version, cpu_seconds  # noqa: E402
 from examples.make_demo import build  # noqa: E402
 
 BUDGET = 0.8
@@ -164,13 +168,8 @@ async def destination_once(connection_string: str, data: bytes, md5: bytes) -> N
 
 
 def azurite_cpu(azurite: Azurite) -> float:
-    """CPU seconds used so far by the Azurite process (Linux /proc), 0 elsewhere."""
-    try:
-        assert azurite.process is not None
-        fields = Path(f"/proc/{azurite.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, AssertionError, IndexError, ValueError):
-        return 0.0
+    """CPU seconds used so far by the Azurite process."""
+    return cpu_seconds([azurite.process.pid]) if azurite.process is not None else 0.0
 
 
 @dataclass
@@ -202,6 +201,7 @@ def bench(args: argparse.Namespace, workdir: Path, database: Path) -> int:
     md5 = hashlib.md5(data).digest()
     assert md5.hex() == file["md5"], "the blob does not hold what the run wrote"
     print(f"file: {file['path']}, {file['rows']:,} rows, {size / MB:.1f} MB (content MD5 checked)")
+    print(f"Azurite {azurite_version()} ({azurite_command()[0]})")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
           "(the budget assumes an otherwise idle machine)")
 

@@ -17,7 +17,9 @@ import hashlib
 import itertools
 import tempfile
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -27,6 +29,8 @@ from .formats.base import Writer
 
 CHUNK = 1024 * 1024
 GZIP_LEVEL = 6
+MD5_BEHIND = 4          # chunks the MD5 thread may lag behind the writer (each at most one encoded batch)
+MD5_INLINE = 64 * 1024  # smaller chunks, with nothing queued, are hashed on the spot
 
 
 @dataclass
@@ -74,13 +78,44 @@ class _Part:
     emitted: bool = False
 
 
+class _Md5:
+    """A file's MD5, computed on a thread of its own a few chunks behind the writer: hashlib
+    releases the GIL, so hashing one batch overlaps encoding the next (MD5 is about a quarter of
+    a CSV export's CPU, and serial). Chunks are `bytes`, never changed once written."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.md5()
+        self.worker: ThreadPoolExecutor | None = None
+        self.pending: deque[Future[None]] = deque()
+
+    def update(self, data: bytes) -> None:
+        if not self.pending and (len(data) < MD5_INLINE or not isinstance(data, bytes)):
+            self.hash.update(data)
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a mutable buffer could change while queued
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filecast-md5")
+        self.pending.append(self.worker.submit(self.hash.update, data))
+        while len(self.pending) > MD5_BEHIND:
+            self.pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        while self.pending:
+            self.pending.popleft().result()
+        if self.worker is not None:
+            self.worker.shutdown()
+            self.worker = None
+        return self.hash.hexdigest()
+
+
 @dataclass
 class _File:
     """Bytes of one file on their way out: gzip, hashing, chunking; held back while unnamed."""
 
     gzip: bool
     hold: bool
-    md5: Any = field(default_factory=hashlib.md5)
+    md5: _Md5 = field(default_factory=_Md5)
     size: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     held: BinaryIO | None = None

@@ -5,6 +5,7 @@ Each service runs as a child process on free loopback ports and is stopped by it
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,39 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 
 class ServiceUnavailable(RuntimeError):
     """A local service could not be started (not installed, or it did not come up)."""
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of process `pid` (Linux /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the live processes `pids` (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -59,6 +93,21 @@ def azurite_command() -> list[str]:
         "Azurite is not installed: run `make setup` (it installs Azurite with npm into .tools/) "
         "or set AZURITE_BIN"
     )
+
+
+def azurite_version() -> str:
+    """The version of the Azurite `azurite_command()` runs, from its package.json ("unknown" if unreadable)."""
+    binary = Path(azurite_command()[0]).resolve()  # node_modules/azurite/dist/src/azurite.js
+    for folder in binary.parents:
+        manifest = folder / "package.json"
+        if manifest.is_file():
+            try:
+                document = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                break
+            if document.get("name") == "azurite":
+                return str(document.get("version", "unknown"))
+    return "unknown"
 
 
 @dataclass

@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .services import FtpUser, Service, ServiceUnavailable, free_port, wait_for_port
+from .services import FtpUser, Service, ServiceUnavailable, descendants, free_port, wait_for_port
 
 SECURE_CHROOT = Path("/var/run/vsftpd/empty")
 SHELL = "/bin/bash"  # must be listed in /etc/shells for Debian's PAM stack (pam_shells)
@@ -177,23 +177,7 @@ class Vsftpd(Service):
         """Processes serving connections: descendants of the listener we started."""
         if self.process is None:
             return []
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-        found: list[int] = []
-        pending = [self.process.pid]
-        while pending:
-            for child in children.get(pending.pop(), []):
-                found.append(child)
-                pending.append(child)
-        return found
+        return descendants(self.process.pid)
 
     def kill_sessions(self) -> int:
         """SIGKILL every connection's processes (the listener keeps running); returns how many."""

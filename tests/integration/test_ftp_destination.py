@@ -23,7 +23,8 @@ import duckdb
 import pytest
 
 from core.destinations import ftp as ftp_module
-from core.destinations.ftp import FtpDestination, _Client
+from core.destinations.ftp import FtpDestination
+from core.destinations.ftp_client import FtpClient
 from core.errors import DestinationError
 from core.settings import Settings
 from devtools.services import FtpServer, free_port
@@ -461,7 +462,7 @@ def test_session_reuse_is_what_vsftpd_demands(ftp_servers: FtpServers, monkeypat
     asyncio.run(upload(destination(target), "reuse/ok.csv", b"a;b\n" * 10))
     assert (target.root / "home/alex/reuse/ok.csv").read_bytes() == b"a;b\n" * 10
     # The same client without session resumption on data connections is refused.
-    monkeypatch.setattr(_Client, "_data_tls", lambda self: self.tls)
+    monkeypatch.setattr(FtpClient, "_data_tls", lambda self: self.tls)
     with pytest.raises(DestinationError) as caught:
         asyncio.run(upload(destination(target), "reuse/refused.csv", b"a;b\n"))
     assert caught.value.code == "tls_failed" and not caught.value.transient

@@ -21,15 +21,12 @@ from azure.core.exceptions import (
 from core.catalog import Destination as DestinationConfig
 from core.destinations import azure_blob
 from core.destinations.azure_blob import (
-    Access,
     AzureBlobDestination,
-    ExportRetry,
     block_size,
-    map_azure_errors,
     max_blob_size,
     sas_expiry,
-    scrub,
 )
+from core.destinations.azure_errors import Access, ExportRetry, map_azure_errors, scrub
 from core.errors import DestinationError
 from core.settings import Settings
 

@@ -166,3 +166,20 @@ def test_parts_for_every_format(writer: type[Writer]) -> None:
         assert len(data) <= limit
         rows += read_rows(writer.spec.name, data)
     assert rows == read_rows(writer.spec.name, whole)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_md5_of_every_part_is_the_md5_of_its_bytes_when_hashed_behind_the_writer(gz: bool) -> None:
+    # Batches of ~350 KB: over MD5_INLINE, so hashed on the MD5 thread, about eight per 3 MB part
+    # (more than MD5_BEHIND), so the queue fills, drains and is waited for at each part's end.
+    rows = 200_000
+    table = pa.table({"id": list(range(rows)), "text": [f"row {i} " + "x" * (i % 50) for i in range(rows)]})
+    sink, infos = run(Limits(max_bytes=3_000_000), gz=gz, table=table, batch=10_000)
+    files = sink.files()
+    assert len(files) >= 3 and len(infos) == len(files)
+    for (path, content), info in zip(files, infos, strict=True):
+        assert info.path == path and info.bytes == len(content)
+        assert info.md5 == hashlib.md5(content).hexdigest()
+    text = b"".join(gzip.decompress(c) if gz else c for _, c in files).decode()
+    ids = [int(line.split(",")[0]) for line in text.splitlines() if not line.startswith('"id"')]
+    assert ids == list(range(rows))
