@@ -22,8 +22,9 @@ and load from other processes shows up there first.
 
 The reference rate depends on Azurite's version, which is printed: 3.37 (the one `make setup`
 pins) computes a CRC64 of each staged block in JavaScript, as the service reports one, and
-ingests about 4x slower than 3.36, which does not. `AZURITE_BIN` selects another Azurite. Budget (DESIGN.md §5): export + upload
->= 0.8 x the plain upload rate. Exit status 0 within budget, 1 over.
+ingests about 4x slower than 3.36, which does not. `AZURITE_BIN` selects another Azurite.
+
+Budget (DESIGN.md §5): export + upload >= 0.8 x the plain upload rate. Exit status 0 within budget, 1 over.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The end-to-end demo: local Azurite and FTP server, the demo DuckDB model, two exports.
 
 Run it with `make demo`. It builds `examples/demo.duckdb` (100,000 customers) if missing, starts
-Azurite and an FTP server on free loopback ports, applies `examples/catalog.yaml`, runs both
-activations through the CLI, shows the run records, lists the files on both destinations and
-prints the first lines of the CSV, then stops the services it started.
+Azurite and an FTP server on free loopback ports, applies `examples/catalog.yaml`, runs the two
+full exports through the CLI, shows the run records, lists the files on both destinations and
+prints the first lines of the CSV. Then the delta: it runs `french_adults_changes` once (every
+French adult in `_added`), changes a few customers in a copy of the warehouse, runs it again and
+prints the three change files. It stops the services it started.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import ftplib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import yaml
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -42,12 +47,14 @@ def main() -> int:
         banner("building examples/demo.duckdb (100,000 customers)")
         build(database)
     WORK.mkdir(exist_ok=True)
+    warehouse = WORK / "warehouse.duckdb"  # a copy: the delta part of the demo changes rows in it
+    shutil.copyfile(database, warehouse)
     password = secrets.token_urlsafe(12)
     with Azurite.start(WORK / "azurite") as azurite, \
             FtpServer.start(WORK / "ftp" / "root", [FtpUser("alex", password, "/home/alex")]) as ftp:
         banner(f"Azurite on 127.0.0.1:{azurite.blob_port}, FTP server on 127.0.0.1:{ftp.port}")
         doc = yaml.safe_load((REPO / "examples" / "catalog.yaml").read_text(encoding="utf-8"))
-        doc["sources"]["warehouse"]["database"] = str(database)
+        doc["sources"]["warehouse"]["database"] = str(warehouse)
         doc["destinations"]["partner_ftp"]["port"] = ftp.port
         catalog = WORK / "catalog.yaml"
         catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -80,18 +87,57 @@ def main() -> int:
                     print("    " + "\n    ".join(head[:4]))
 
         banner("blobs in Azurite, container `exports`")
-        from azure.storage.blob import BlobServiceClient
-
         container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("exports")
         for blob in container.list_blobs():
             print(f"  {blob.name}  {blob.size} bytes  {blob.content_settings.content_type}")
 
-        banner("python -m core runs customers_to_lake (history kept in Table Storage)")
-        history = json.loads(core("runs", "customers_to_lake", env=env).stdout)
+        failed |= not delta(container, env, warehouse)
+
+        banner("python -m core runs french_adults_changes (history kept in Table Storage)")
+        history = json.loads(core("runs", "french_adults_changes", env=env).stdout)
         for record in history:
-            print(f"  {record['run_id']}  {record['status']}  {record['rows']['exported']} rows  "
+            rows = record["rows"]
+            print(f"  {record['run_id']}  {record['status']}  read {rows['read']}, exported {rows['exported']} "
+                  f"(added {rows['added']}, updated {rows['updated']}, removed {rows['removed']})  "
                   f"{record['finished_at']}")
     return 1 if failed else 0
+
+
+# Three changes among the French adults: one leaves (deleted), one changes a mapped column, one
+# arrives (a new customer). The notes column is not mapped: changing it is not a change.
+CHANGES = """
+CREATE TEMP VIEW french_adults AS SELECT * FROM customers WHERE country = 'FR' AND age >= 18;
+DELETE FROM customers WHERE customer_id = (SELECT min(customer_id) FROM french_adults);
+UPDATE customers SET notes = 'called on Monday'
+ WHERE customer_id = (SELECT max(customer_id) FROM french_adults WHERE plan = 'enterprise');
+UPDATE customers SET plan = 'enterprise'
+ WHERE customer_id = (SELECT max(customer_id) FROM french_adults WHERE plan <> 'enterprise');
+INSERT INTO customers
+ SELECT * REPLACE (1000001 AS customer_id, 'Inès' AS first_name, 'inès.1000001@example.com' AS email)
+ FROM french_adults LIMIT 1;
+"""
+
+
+def delta(container: ContainerClient, env: dict[str, str], warehouse: Path) -> bool:
+    """Two runs of the DIFFERENCE activation, with a change to the warehouse in between."""
+    banner("python -m core run french_adults_changes (first run: every French adult in _added)")
+    first = core("run", "french_adults_changes", env=env)
+    print(first.stdout)
+    banner("changing the warehouse: one French adult deleted, one upgraded, one new, one unmapped note edited")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(CHANGES)
+    banner("python -m core run french_adults_changes (second run: only the changes)")
+    second = core("run", "french_adults_changes", env=env)
+    print(second.stdout)
+    if first.returncode != 0 or second.returncode != 0:
+        return False
+    run_id = json.loads(second.stdout)["run_id"]
+    banner(f"the change files of run {run_id} (NDJSON)")
+    for blob in container.list_blobs(name_starts_with=f"changes/french_adults/french_adults_{run_id}"):
+        content = container.download_blob(blob.name).readall().decode()
+        print(f"  {blob.name}  {blob.size} bytes")
+        print("    " + ("\n    ".join(content.splitlines()) or "(no rows)"))
+    return True
 
 
 if __name__ == "__main__":
