@@ -18,8 +18,9 @@ A generation is written in full before `commit` swaps the pointer with `update_e
 match_condition=IfNotModified)` (or `create_entity` when there was no pointer): of two racing
 commits one wins and the other gets `StateConflict`. Payloads go to the blob
 `{activation}/{generation}.bin` of the state container, staged in blocks and committed on close.
-Sync SDK clients, with a small thread pool for shard reads and writes; call from asyncio via
-`asyncio.to_thread`. Azure errors are translated at this boundary into `StateError`/`StateConflict`.
+Sync SDK clients, with a small thread pool for shard reads and writes (sent as raw requests by
+`table_requests.py`); call from asyncio via `asyncio.to_thread`. Azure errors are translated at
+this boundary into `StateError`/`StateConflict`.
 """
 
 from __future__ import annotations
@@ -30,15 +31,12 @@ import ctypes
 import io
 import json
 import logging
-import re
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, BinaryIO
-from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -51,12 +49,12 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
 
 from ..errors import StateConflict, StateError
 from .base import ENTRY_BYTES, Entries, Snapshot, StateInfo, conflict_error, new_generation_id
+from .table_requests import binary, query_entities, upsert_transaction
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,6 @@ SHARDS_PER_PAGE = 5  # a page costs ~6 MB of SDK memory per shard
 POINTER = "current"
 FORMAT = 1
 _BLOCK_BYTES = 4 << 20
-_API_VERSION = "2019-02-02"
 
 
 @contextmanager
@@ -212,10 +209,10 @@ class TableStorageStateStore:
         query = f"PartitionKey eq '{pk}' and RowKey ge '{_row(first)}' and RowKey lt '{_row(stop)}'"
         found = 0
         with map_azure_errors(f"reading the delta state of `{activation}`"):
-            for entity in _query(self.table, query):
+            for entity in query_entities(self.table, query, SHARDS_PER_PAGE):
                 index = int(entity["RowKey"][1:])
                 data = b"".join(
-                    _binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity
+                    binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity
                 )
                 expected = min(ROWS_PER_SHARD, info.rows - index * ROWS_PER_SHARD)
                 if entries.unpack_into(data, index * ROWS_PER_SHARD) != expected:
@@ -265,7 +262,7 @@ class TableStorageStateStore:
                 rows += sum(e["rows"] for e in group)
                 if len(pending) >= self._workers:  # bounds memory: a transaction body is ~3.4 MB
                     pending.popleft().result()
-                pending.append(self._pool.submit(_upsert_transaction, self.table, group))
+                pending.append(self._pool.submit(upsert_transaction, self.table, group))
             while pending:
                 pending.popleft().result()
         _release_freed_memory()
@@ -407,117 +404,6 @@ def _shard(pk: str, index: int, entries: Entries) -> dict[str, Any]:
     for i in range(0, len(data), PROPERTY_BYTES):
         entity[f"d{i // PROPERTY_BYTES}"] = data[i : i + PROPERTY_BYTES]
     return entity
-
-
-def _query(table: TableClient, query: str) -> Iterator[dict[str, Any]]:
-    """Entities matching `query`, page by page, as plain JSON dicts (binary values as base64 text).
-
-    Sent through the client's pipeline like `_upsert_transaction`: the SDK's own entity decoding
-    keeps each page (tens of MB) alive in reference cycles until a full garbage collection, which
-    at 10 M rows took the load ~150 MB over the memory budget. Falls back to `query_entities`.
-    """
-    client = getattr(table, "_client", None)
-    if client is None or not hasattr(client, "send_request"):
-        yield from table.query_entities(query, results_per_page=SHARDS_PER_PAGE)
-        return
-    url = f"{table.url.split('?', 1)[0].rstrip('/')}/{table.table_name}()"
-    params: dict[str, str] = {"$filter": query, "$top": str(SHARDS_PER_PAGE)}
-    while True:
-        request = HttpRequest(
-            "GET",
-            url,
-            params=params,
-            headers={
-                "x-ms-version": _API_VERSION,
-                "DataServiceVersion": "3.0",
-                "Accept": "application/json;odata=nometadata",
-            },
-        )
-        response = client.send_request(request, stream=True)
-        body = b"".join(response.iter_bytes())
-        response.close()
-        if response.status_code != 200:
-            raise HttpResponseError(response=response)
-        yield from json.loads(body)["value"]
-        del body
-        next_pk = response.headers.get("x-ms-continuation-NextPartitionKey")
-        if not next_pk:
-            return
-        params = {
-            **params,
-            "NextPartitionKey": next_pk,
-            "NextRowKey": response.headers.get("x-ms-continuation-NextRowKey", ""),
-        }
-
-
-def _binary(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else base64.b64decode(value)
-
-
-def _upsert_transaction(table: TableClient, entities: list[dict[str, Any]]) -> None:
-    """Insert-or-replace `entities` (one partition) in one entity-group transaction.
-
-    The body is the documented OData `$batch` format, built here and sent through the client's
-    own pipeline (auth, retries, hooks), as `TableClient.submit_transaction` does internally: the
-    SDK's generic multipart encoder costs ~15 ms of CPU and ~10 copies of a 3.4 MB body per
-    transaction, which alone broke the time and memory budgets. Falls back to the public API
-    if a future SDK drops the pipeline attribute.
-    """
-    client = getattr(table, "_client", None)
-    if client is None or not hasattr(client, "send_request"):
-        table.submit_transaction([("upsert", e, {"mode": UpdateMode.REPLACE}) for e in entities])
-        return
-    base = table.url.split("?", 1)[0].rstrip("/")
-    batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-    parts = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
-    for index, entity in enumerate(entities):
-        doc: dict[str, Any] = {}
-        for name, value in entity.items():
-            if isinstance(value, bytes):
-                doc[f"{name}@odata.type"] = "Edm.Binary"
-                value = base64.b64encode(value).decode("ascii")
-            doc[name] = value
-        body = json.dumps(doc, separators=(",", ":")).encode()
-        keys = ",".join(
-            f"{k}='{quote(str(entity[k]).replace(chr(39), chr(39) * 2), safe='')}'"
-            for k in ("PartitionKey", "RowKey")
-        )
-        parts += [
-            (
-                f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
-                f"Content-ID: {index}\r\n\r\nPUT {base}/{table.table_name}({keys}) HTTP/1.1\r\n"
-                f"x-ms-version: {_API_VERSION}\r\nDataServiceVersion: 3.0\r\n"
-                "Content-Type: application/json\r\n"
-                f"Accept: application/json;odata=nometadata\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode(),
-            body,
-            b"\r\n",
-        ]
-    parts.append(f"--{changeset}--\r\n--{batch}--\r\n".encode())
-    request = HttpRequest(
-        "POST",
-        f"{base}/$batch",
-        content=b"".join(parts),
-        headers={
-            "x-ms-version": _API_VERSION,
-            "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx",
-            "Content-Type": f"multipart/mixed; boundary={batch}",
-            "Accept": "application/json",
-        },
-    )
-    response = client.send_request(request, stream=True)
-    text = response.read().decode("utf-8", "replace")
-    statuses = [int(code) for code in re.findall(r"HTTP/1\.1 (\d{3})", text)]
-    if response.status_code != 202:
-        raise HttpResponseError(response=response)
-    failed = next((code for code in statuses if not 200 <= code < 300), None)
-    if failed is not None:
-        error = re.search(r'"code"\s*:\s*"([^"]*)"', text)
-        raise StateError(
-            f"writing state shards: storage answered {failed} `{error.group(1) if error else 'error'}`",
-            transient=failed in (408, 429) or failed >= 500,
-        )
 
 
 def _transactions(entities: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:

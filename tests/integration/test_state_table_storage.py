@@ -12,15 +12,13 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from core.errors import StateConflict, StateError
+from core.state.table_requests import binary, query_entities, upsert_transaction
 from core.state.table_storage import (
     PROPERTY_BYTES,
     ROWS_PER_SHARD,
     SHARDS_PER_PAGE,
     RequestCounter,
     TableStorageStateStore,
-    _binary,
-    _query,
-    _upsert_transaction,
     map_azure_errors,
 )
 from devtools.services import AZURITE_KEY, Azurite
@@ -223,15 +221,15 @@ def shard(pk: str, row: str, props: int) -> dict[str, object]:
 def test_transaction_paths(store: TableStorageStateStore, public: bool) -> None:
     store.begin("tx")  # creates the table
     table = _PublicOnly(store.table) if public else store.table
-    _upsert_transaction(table, [shard("p'q", "r1", 10), shard("p'q", "r2", 1)])  # type: ignore[arg-type]
+    upsert_transaction(table, [shard("p'q", "r1", 10), shard("p'q", "r2", 1)])  # type: ignore[arg-type]
     got = store.table.get_entity("p'q", "r1")
     assert got["d9"] == bytes([9]) * PROPERTY_BYTES and got["rows"] == 1
-    _upsert_transaction(table, [shard("many", f"r{i:02d}", 1) for i in range(12)])  # type: ignore[arg-type]
-    found = list(_query(table, "PartitionKey eq 'many'"))  # type: ignore[arg-type]
+    upsert_transaction(table, [shard("many", f"r{i:02d}", 1) for i in range(12)])  # type: ignore[arg-type]
+    found = list(query_entities(table, "PartitionKey eq 'many'", SHARDS_PER_PAGE))  # type: ignore[arg-type]
     assert [e["RowKey"] for e in found] == [f"r{i:02d}" for i in range(12)]  # 3 pages of 5
-    assert all(_binary(e["d0"]) == bytes([0]) * PROPERTY_BYTES for e in found)
+    assert all(binary(e["d0"]) == bytes([0]) * PROPERTY_BYTES for e in found)
     with pytest.raises(StateError, match="storage answered"), map_azure_errors("writing"):
-        _upsert_transaction(table, [shard("p", "big", 40)])  # type: ignore[arg-type]
+        upsert_transaction(table, [shard("p", "big", 40)])  # type: ignore[arg-type]
 
 
 def test_write_rejects_unsorted_entries(store: TableStorageStateStore) -> None:
