@@ -69,6 +69,20 @@ def handler_class(args: argparse.Namespace, homes: dict[str, str]) -> type[FTPHa
                 return
             super().handle_error()
 
+        def close(self) -> None:
+            # pyftpdlib closes the file after the data connection and lets an error escape: the last
+            # buffered bytes failing to reach a full disk (ENOSPC on flush) would stop the whole server.
+            # Close it first and answer 426 instead, as a server whose final write failed does.
+            file = self.file_obj
+            if not self._closed and file is not None and not file.closed:
+                try:
+                    file.close()
+                except OSError as exc:
+                    self.transfer_finished = False
+                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                    self._resp = (f"426 {reason}; transfer aborted.", logging.getLogger().warning)
+            super().close()
+
     Handler.dtp_handler = DTP
     if args.masquerade_address:
         Handler.masquerade_address = args.masquerade_address

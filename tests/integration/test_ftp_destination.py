@@ -380,6 +380,25 @@ def test_disk_full(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, small
 
 
 @pytest.mark.parametrize("kind", SERVERS)
+def test_disk_full_on_the_last_bytes(ftp_servers: FtpServers, small_disk: Any, kind: str) -> None:
+    # Room for one 4 KiB page: a 6,000-byte file arrives whole, and the server's last write (or
+    # pyftpdlib's flush when it closes the file) fails after the data connection has closed.
+    target = ftp_servers.get(kind)
+    full = small_disk(target.root / f"home/alex/last-bytes-{kind}", owner(target))
+    filler = full / "filler"
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        handle.write(bytes(1 << 20))
+    os.truncate(filler, filler.stat().st_size - 4096)
+    if isinstance(target.server, Vsftpd):
+        os.chown(filler, *owner(target))
+    with pytest.raises(DestinationError) as caught:
+        asyncio.run(upload(destination(target), f"last-bytes-{kind}/file.csv", os.urandom(6000)))
+    assert (caught.value.code, caught.value.transient) == ("disk_full", True), caught.value.message
+    assert [entry.name for entry in full.iterdir()] == ["filler"]  # no temporary file, no target
+    asyncio.run(upload(destination(target), "after-disk-full.csv", b"a,b\n"))  # the server still serves
+    assert (target.root / "home/alex/after-disk-full.csv").read_bytes() == b"a,b\n"
+
+@pytest.mark.parametrize("kind", SERVERS)
 def test_untrusted_certificate(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = ftp_servers.get(kind, "explicit")
     result, record = run(tmp_path, demo_db, target, target.destination(trust=False), sql=SMALL,
