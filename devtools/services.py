@@ -27,7 +27,7 @@ class ServiceUnavailable(RuntimeError):
 
 
 def descendants(pid: int) -> list[int]:
-    """Live descendants of process `pid` (Linux /proc), children before grandchildren."""
+    """Live descendants of process `pid` (Linux /proc), each listed after its parent."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

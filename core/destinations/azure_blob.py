@@ -19,7 +19,8 @@ Authentication, from the catalog's destination:
 | `account_url` | `DefaultAzureCredential`: the app's managed identity (`AZURE_CLIENT_ID` picks a user-assigned one) |
 
 Throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults are retried with capped
-exponential backoff and jitter (`ExportRetry`); what is left is mapped by `map_azure_errors`.
+exponential backoff and jitter (`ExportRetry`); what is left is mapped by `map_azure_errors`
+(both in `azure_errors.py`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from azure.core.exceptions import (
-    ResourceExistsError,
-)
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
