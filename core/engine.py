@@ -3,8 +3,8 @@
 The CPU side (reading the source, mapping, encoding, gzip) runs in one worker thread, helped by
 the text writers' slice pool and a per-file MD5 thread (`spool._Md5`); the network side (staging
 blocks, FTP data connections) runs on the event loop. A bounded queue between them keeps memory
-flat and lets serialisation overlap the upload. Files are staged while
-they stream and published only when every file of the run is complete; a failure discards them.
+flat and lets serialisation overlap the upload. Files are staged while they stream and published
+only when every file of the run is complete; a failure discards them.
 """
 
 from __future__ import annotations

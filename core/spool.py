@@ -89,11 +89,9 @@ class _Md5:
         self.pending: deque[Future[None]] = deque()
 
     def update(self, data: bytes) -> None:
-        if not self.pending and (len(data) < MD5_INLINE or not isinstance(data, bytes)):
+        if not self.pending and len(data) < MD5_INLINE:
             self.hash.update(data)
             return
-        if not isinstance(data, bytes):
-            data = bytes(data)  # a mutable buffer could change while queued
         if self.worker is None:
             self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filecast-md5")
         self.pending.append(self.worker.submit(self.hash.update, data))

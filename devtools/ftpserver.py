@@ -64,10 +64,15 @@ def handler_class(args: argparse.Namespace, homes: dict[str, str]) -> type[FTPHa
             error = sys.exc_info()[1]
             cause = error.__cause__ if error is not None else None
             if isinstance(error, _FileReadWriteError) and isinstance(cause, OSError) and cause.errno:
-                self._resp = (f"426 {os.strerror(cause.errno)}; transfer aborted.", logging.getLogger().warning)
+                self._abort(cause)
                 self.close()
                 return
             super().handle_error()
+
+        def _abort(self, error: OSError) -> None:
+            """Answer the transfer with 426 and the reason the file write failed."""
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            self._resp = (f"426 {reason}; transfer aborted.", logging.getLogger().warning)
 
         def close(self) -> None:
             # pyftpdlib closes the file after the data connection and lets an error escape: the last
@@ -79,8 +84,7 @@ def handler_class(args: argparse.Namespace, homes: dict[str, str]) -> type[FTPHa
                     file.close()
                 except OSError as exc:
                     self.transfer_finished = False
-                    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                    self._resp = (f"426 {reason}; transfer aborted.", logging.getLogger().warning)
+                    self._abort(exc)
             super().close()
 
     Handler.dtp_handler = DTP

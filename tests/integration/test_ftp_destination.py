@@ -398,6 +398,7 @@ def test_disk_full_on_the_last_bytes(ftp_servers: FtpServers, small_disk: Any, k
     asyncio.run(upload(destination(target), "after-disk-full.csv", b"a,b\n"))  # the server still serves
     assert (target.root / "home/alex/after-disk-full.csv").read_bytes() == b"a,b\n"
 
+
 @pytest.mark.parametrize("kind", SERVERS)
 def test_untrusted_certificate(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = ftp_servers.get(kind, "explicit")
