@@ -42,8 +42,9 @@ def vsftpd_binary() -> str:
     return binary
 
 
-def ensure_system_user(user: FtpUser, home: str) -> None:
-    """Create `user` as a local account when missing, point its home at `home`, set its password."""
+def ensure_system_user(user: FtpUser, home: str) -> bool:
+    """Create `user` as a local account when missing, point its home at `home`, set its password.
+    True when this call created the account."""
     if os.geteuid() != 0:
         raise ServiceUnavailable("the vsftpd tests create local users and must run as root")
     try:
@@ -53,7 +54,9 @@ def ensure_system_user(user: FtpUser, home: str) -> None:
                                "--user-group", user.name], capture_output=True, text=True)
         if done.returncode not in (0, 9):  # 9: created meanwhile by another session
             raise ServiceUnavailable(f"useradd {user.name} failed: {done.stderr.strip()}") from None
+        created = done.returncode == 0
     else:
+        created = False
         if account.pw_dir != home or account.pw_shell != SHELL:
             done = subprocess.run(["usermod", "--home", home, "--shell", SHELL, user.name],
                                   capture_output=True, text=True)
@@ -62,6 +65,7 @@ def ensure_system_user(user: FtpUser, home: str) -> None:
     done = subprocess.run(["chpasswd"], input=f"{user.name}:{user.password}\n", capture_output=True, text=True)
     if done.returncode != 0:
         raise ServiceUnavailable(f"chpasswd for {user.name} failed: {done.stderr.strip()}")
+    return created
 
 
 @dataclass
@@ -71,6 +75,7 @@ class VsftpdSite:
     base: Path                      # private folder: configs, logs, and the root
     root: Path                      # what `/` is for every user
     users: list[FtpUser]
+    created: list[str] = field(default_factory=list)  # the system users this site added
 
     @classmethod
     def create(cls, users: list[FtpUser], *, parent: Path | None = None) -> VsftpdSite:
@@ -83,7 +88,8 @@ class VsftpdSite:
         self.root.mkdir()
         try:
             for user in users:
-                ensure_system_user(user, f"{self.root}/./{user.home.strip('/')}")
+                if ensure_system_user(user, f"{self.root}/./{user.home.strip('/')}"):
+                    self.created.append(user.name)
         except BaseException:
             self.remove()
             raise
@@ -108,9 +114,9 @@ class VsftpdSite:
         return account.pw_uid, account.pw_gid
 
     def remove(self) -> None:
-        """Delete the files and lock the users' passwords (the accounts stay for the next session)."""
-        for user in self.users:
-            subprocess.run(["usermod", "--lock", user.name], capture_output=True)
+        """Delete the files and the system users this site created (and their groups)."""
+        for name in self.created:
+            subprocess.run(["userdel", name], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -25,7 +25,9 @@ from devtools.services import FtpServer, FtpUser, Service, ServiceUnavailable
 from devtools.vsftpd import Vsftpd, VsftpdSite
 from tests.conftest import unavailable
 
-WRITER, READER = "filecast-alex", "filecast-reader"
+# System users of this session only (parallel sessions never share an account); removed at the end.
+_TAG = secrets.token_hex(3)
+WRITER, READER = f"fc{_TAG}-alex", f"fc{_TAG}-reader"
 SETTINGS = {WRITER: "FTP_WRITER_PASSWORD", READER: "FTP_READER_PASSWORD"}
 # Until the catalog has `ca_file`, TLS runs through the CLI trust the test CA via OpenSSL's SSL_CERT_FILE.
 CATALOG_HAS_CA_FILE = "ca_file" in {f.name for f in dataclasses.fields(Destination)}
