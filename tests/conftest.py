@@ -22,11 +22,31 @@ FTP_USERS = [
 ]
 
 
+UNAVAILABLE = " is not available: "
+
+
 def unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} is not available: {exc}"
+    message = f"{what}{UNAVAILABLE}{exc}"
     if REQUIRE_SERVICES:
         pytest.fail(message + " (FILECAST_REQUIRE_SERVICES=1 turns this skip into a failure)")
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A loud closing summary when tests were skipped for want of a service, and how to get it."""
+    missing: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if UNAVAILABLE in reason:
+            what = reason.removeprefix("Skipped: ").split(UNAVAILABLE, 1)[0]
+            missing[what] = missing.get(what, 0) + 1
+    if not missing:
+        return
+    terminalreporter.write_sep("!", "TESTS SKIPPED: services missing on this machine", red=True, bold=True)
+    for what, count in sorted(missing.items()):
+        terminalreporter.write_line(f"  {count:4d} skipped: {what} is not available")
+    terminalreporter.write_line("  Install what they need with `sudo make system-packages` (Debian), then `make test`;")
+    terminalreporter.write_line("  CI sets FILECAST_REQUIRE_SERVICES=1, which turns these skips into failures.")
 
 
 @pytest.fixture(scope="session")
