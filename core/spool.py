@@ -2,9 +2,14 @@
 
 A `Spool` turns the record batches of one output (the plain file, or `_added`…) into files. It
 calls a `FileSink` with `open` / `data` / `close` events; the engine forwards those to the
-destination. Parts: a part is closed before it would pass `max_file_size` or `max_file_rows`;
-a batch that does not fit starts the next part, and a batch that fits in no part alone is halved
-until it does (a single row larger than the limit is written alone, with a warning).
+destination. Parts: `max_file_size` bounds each file as stored (compressed, with gzip) and
+`max_file_rows` its rows. A text batch that would overflow the part is cut: the rows that fit
+(estimated from the batch's own bytes per row, then checked) fill the part, the rest start the
+next one, so parts come out within a few percent of the limit. With gzip the check is exact: the
+batch is compressed on a copy of the part's compressor, which is then finished on a second copy
+to learn what the file would weigh if it ended there; an accepted batch keeps that compressed
+output, so nothing is compressed twice except at a part boundary. A single row larger than the
+limit is written alone, with a warning.
 
 Naming: a run that needs one file keeps the plain name, and whether there will be a second part
 is only known when the first one fills up. So with a size or row limit the first part is held in a
@@ -31,6 +36,8 @@ CHUNK = 1024 * 1024
 GZIP_LEVEL = 6
 MD5_BEHIND = 4          # chunks the MD5 thread may lag behind the writer (each at most one encoded batch)
 MD5_INLINE = 64 * 1024  # smaller chunks, with nothing queued, are hashed on the spot
+FILL = 0.97             # share of a part's remaining room a cut batch aims at (the estimate's margin)
+GZIP_MEDIA_TYPE = "application/gzip"  # a .gz file is served as stored: no Content-Encoding to undo
 
 
 @dataclass
@@ -62,10 +69,8 @@ class Limits:
         return self.max_bytes is not None or self.max_rows is not None
 
 
-def gzip_bound(limit: int) -> int:
-    """Uncompressed bytes that can never compress to more than `limit` (deflate's worst case)."""
-    overhead = 64 + 5 * (limit // 16_000 + 1)
-    return max(limit - overhead, 1)
+def _gzip() -> Any:
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 
 
 @dataclass
@@ -76,6 +81,17 @@ class _Part:
     rows: int = 0
     size: int = 0            # uncompressed bytes accepted so far, prefix included
     emitted: bool = False
+
+
+@dataclass
+class _Trial:
+    """Encoded rows weighed against a part: the part's stored size if they ended it, and (gzip)
+    the compressor that has taken them with its output, adopted if the rows are accepted."""
+
+    encoded: bytes
+    stored: int
+    compressor: Any = None
+    compressed: bytes = b""
 
 
 class _Md5:
@@ -121,7 +137,7 @@ class _File:
 
     def __post_init__(self) -> None:
         if self.gzip:
-            self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            self.compressor = _gzip()
         if self.hold:
             self.held = tempfile.TemporaryFile()  # noqa: SIM115 - lives until the part is named
 
@@ -129,6 +145,11 @@ class _File:
         if self.compressor is not None:
             data = self.compressor.compress(data)
         self._out(data, out, final=False)
+
+    def adopt(self, trial: _Trial, out: Callable[[bytes], None]) -> None:
+        """Take a trial's compressor, which has already compressed the trial's bytes."""
+        self.compressor = trial.compressor
+        self._out(trial.compressed, out, final=False)
 
     def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
         if data:
@@ -181,9 +202,9 @@ class Spool:
         self.gzip = gzip
         self.indices = indices if indices is not None else itertools.count()  # shared by a run's spools
         self.warn = warn or (lambda code, message: None)
-        self.max_bytes = (
-            gzip_bound(limits.max_bytes) if gzip and limits.max_bytes is not None else limits.max_bytes
-        )
+        self.max_bytes = limits.max_bytes
+        spec = writer_class.spec
+        self.media_type = GZIP_MEDIA_TYPE if gzip else spec.media_type
         self.part: _Part | None = None
         self.file: _File | None = None
         # Bytes `end()` adds to a text file (`]`, `</rows>`); Parquet's footer is in pending_bytes().
@@ -206,8 +227,26 @@ class Spool:
         prefix = writer.begin()
         return _Part(writer, prefix, suffix_size=self.suffix_size, size=len(prefix))
 
-    def _fits(self, part: _Part, size: int) -> bool:
-        return self.max_bytes is None or part.size + size + part.suffix_size <= self.max_bytes
+    def _weigh(self, encoded: bytes) -> _Trial:
+        """What the part would weigh as stored if `encoded` were its last rows."""
+        part = self.part
+        assert part is not None
+        if not self.gzip:
+            return _Trial(encoded, part.size + len(encoded) + part.suffix_size)
+        data = encoded if part.emitted else part.prefix + encoded
+        if part.emitted:
+            assert self.file is not None
+            base, stored = self.file.compressor, self.file.size
+        else:
+            base, stored = _gzip(), 0
+        trial = base.copy()
+        compressed = trial.compress(data)
+        closing = trial.copy()  # finish a second copy: the real compressor goes on
+        tail = len(closing.compress(b" " * part.suffix_size)) + len(closing.flush())
+        return _Trial(encoded, stored + len(compressed) + tail, trial, compressed)
+
+    def _fits(self, trial: _Trial) -> bool:
+        return self.max_bytes is None or trial.stored <= self.max_bytes
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -228,34 +267,57 @@ class Spool:
             self._close_part()
             self.part = self._new_part()
         if self.max_bytes is None:
-            self._accept(self.part.writer.write(batch), batch.num_rows)
+            self._accept(_Trial(self.part.writer.write(batch), 0), batch.num_rows)
         elif self.writer_class.retractable:
             self._write_retractable(batch)
         else:
             self._write_estimated(batch)
 
     def _write_retractable(self, batch: pa.RecordBatch) -> None:
-        """Text formats: encode, and if the bytes don't fit, drop them and move on to a new part."""
-        assert self.part is not None
-        encoded = self.part.writer.write(batch)
-        if self._fits(self.part, len(encoded)):
-            self._accept(encoded, batch.num_rows)
+        """Text formats: encode and weigh. A batch that overflows the part is cut: the rows that
+        fit, estimated from the bytes per row seen and then weighed, fill the part in one or two
+        steps; the rest start the next part."""
+        assert self.part is not None and self.max_bytes is not None
+        trial = self._weigh(self._encode(batch))
+        if self._fits(trial):
+            self._accept(trial, batch.num_rows)
             return
-        if self.part.rows:
-            self._close_part()
-            self.part = self._new_part()
-            encoded = self.part.writer.write(batch)
-            if self._fits(self.part, len(encoded)):
-                self._accept(encoded, batch.num_rows)
+        weight = trial.stored  # of the whole batch in this part, known or estimated
+        while True:
+            total = batch.num_rows
+            floor = self._weigh(b"").stored  # the part as it stands, closed
+            room = (self.max_bytes - floor) * FILL
+            rows = min(int(room * total / max(weight - floor, 1)), total)
+            head = None
+            while rows > 0:
+                head = self._weigh(self._encode(batch.slice(0, rows)))
+                if self._fits(head):
+                    break
+                rows, head = min(int(room * rows / max(head.stored - floor, 1)), rows - 1), None
+            if head is None and not self.part.rows:  # not one row by the estimate: try the first alone
+                rows, head = 1, self._weigh(self._encode(batch.slice(0, 1)))
+                if not self._fits(head):
+                    self._too_large(head.stored)
+                    self._accept(head, 1)
+                    head = None
+            if head is None:  # the part is full
+                self._close_part()
+                self.part = self._new_part()
+                self.write(batch.slice(rows))
                 return
-        if batch.num_rows == 1:
-            self._too_large(len(encoded))
-            self._accept(encoded, 1)
-            return
-        self.part = self._new_part()  # the writer saw rows that were not kept: start it afresh
-        half = batch.num_rows // 2
-        self.write(batch.slice(0, half))
-        self.write(batch.slice(half))
+            self._accept(head, rows)
+            if rows == total:
+                return
+            weight = head.stored + (head.stored - floor) * (total - rows) / rows
+            batch = batch.slice(rows)
+
+    def _encode(self, batch: pa.RecordBatch) -> bytes:
+        """The part's writer encodes `batch`; bytes that are then dropped leave a writer that has
+        counted rows it never wrote, so an empty part gets a fresh writer for each attempt."""
+        assert self.part is not None
+        if not self.part.rows:
+            self.part = self._new_part()
+        return self.part.writer.write(batch)
 
     def _write_estimated(self, batch: pa.RecordBatch) -> None:
         """Parquet can't take a row group back: choose the part boundary before writing, from the
@@ -275,22 +337,28 @@ class Spool:
                 self.write(batch.slice(half))
                 return
             self._too_large(projected(self.part))
-        self._accept(self.part.writer.write(batch), batch.num_rows)
+        self._accept(self._weigh(self.part.writer.write(batch)), batch.num_rows)
 
     def _too_large(self, size: int) -> None:
         self.warn("row_larger_than_limit", f"a single row of about {size} bytes is larger than max_file_size; "
                   "it was written alone in its part")
 
-    def _accept(self, encoded: bytes, rows: int) -> None:
+    def _accept(self, trial: _Trial, rows: int) -> None:
         part = self.part
         assert part is not None
         if not part.emitted:
             self._open_file()
             part.emitted = True
-            self._feed(part.prefix)
-        self._feed(encoded)
+            if trial.compressor is None:
+                self._feed(part.prefix)
+        if trial.compressor is not None:
+            assert self.file is not None
+            index = self.index
+            self.file.adopt(trial, lambda chunk: self.sink.data(index, chunk))
+        else:
+            self._feed(trial.encoded)
         part.rows += rows
-        part.size += len(encoded)
+        part.size += len(trial.encoded)
 
     # -- files -------------------------------------------------------------------------------
     def _open_file(self) -> None:
@@ -302,7 +370,7 @@ class Spool:
         self.file = _File(self.gzip, hold)
         path = None if hold else self.name(self.parts if self.limits.any else None)
         if path is not None:
-            self.sink.open(self.index, path, self.writer_class.spec.media_type)
+            self.sink.open(self.index, path, self.media_type)
             self.files.append(FileInfo(path))
         else:
             self.files.append(FileInfo(""))
@@ -311,7 +379,7 @@ class Spool:
         """The first part was held back; now that its name is known, send it out."""
         first, held_index = self.files[0], self.held_index
         first.path = self.name(part)
-        self.sink.open(held_index, first.path, self.writer_class.spec.media_type)
+        self.sink.open(held_index, first.path, self.media_type)
         assert self.held_file is not None
         self.held_file.release(lambda chunk: self.sink.data(held_index, chunk))
         self.sink.close(held_index, first)
@@ -328,11 +396,11 @@ class Spool:
         tail = part.writer.end()
         self._feed(tail)
         part.size += len(tail)
-        if self.max_bytes is not None and part.size > self.max_bytes and part.rows > 1:
-            self.warn("part_over_limit", f"a part came out at {part.size} bytes, over max_file_size "
-                      f"({self.max_bytes} bytes): the {self.writer_class.spec.name} size estimate was short")
         index = self.index
         file.flush(lambda chunk: self.sink.data(index, chunk))
+        if self.max_bytes is not None and file.size > self.max_bytes and part.rows > 1:
+            self.warn("part_over_limit", f"a part came out at {file.size} bytes, over max_file_size "
+                      f"({self.max_bytes} bytes): the {self.writer_class.spec.name} size estimate was short")
         info = self.files[-1]
         info.rows, info.bytes, info.md5 = part.rows, file.size, file.md5.hexdigest()
         if file.held is not None:
@@ -347,7 +415,7 @@ class Spool:
             self._close_part()
         elif not self.files and write_empty:
             self.part = self._new_part()
-            self._accept(b"", 0)
+            self._accept(_Trial(b"", 0), 0)
             self._close_part()
         if self.held_file is not None:
             self._name_held_first_part(None)

@@ -110,13 +110,52 @@ def test_a_row_larger_than_the_limit_goes_alone_with_a_warning() -> None:
     assert warnings == ["row_larger_than_limit"]
 
 
-def test_gzip_parts_decompress_to_the_plain_output() -> None:
-    plain = run(Limits(max_bytes=6_000))[0].files()
-    zipped, infos = run(Limits(max_bytes=6_000), gz=True)
-    assert [p for p, _ in zipped.files()] == [p for p, _ in plain]
-    for (_, compressed), (_, raw), info in zip(zipped.files(), plain, infos, strict=True):
-        assert gzip.decompress(compressed) == raw
+def test_gzip_parts_are_bounded_as_stored_and_decompress_to_the_whole() -> None:
+    # A 6,000-byte limit applies to the compressed files: each part is within it, and all but the
+    # last fill it to within a few percent (they used to be bounded by the uncompressed bytes).
+    names = [f"name {i % 977}, {i * 7919 % 10007}" for i in range(20_000)]
+    table = pa.table({"id": list(range(20_000)), "name": names})
+    whole = run(table=table)[0].files()[0][1]
+    zipped, infos = run(Limits(max_bytes=6_000), gz=True, table=table, batch=4096)
+    files = zipped.files()
+    assert len(files) > 3
+    header = whole.split(b"\n", 1)[0] + b"\n"
+    body = b""
+    for (path, compressed), info in zip(files, infos, strict=True):
+        raw = gzip.decompress(compressed)
+        assert raw.startswith(header), path
+        body += raw[len(header):]
         assert len(compressed) <= 6_000 and info.bytes == len(compressed)
+        assert info.md5 == hashlib.md5(compressed).hexdigest()
+    assert header + body == whole
+    assert all(len(c) >= 6_000 * 0.95 for _, c in files[:-1]), [len(c) for _, c in files]
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_parts_fill_to_within_a_few_percent_of_the_limit(gz: bool) -> None:
+    # Batches of 65,536 rows (about 2.4 MB of CSV) against a 1 MB limit: a batch is cut at the rows
+    # that fit instead of starting a new part, so no part is left a batch short.
+    rows = 300_000
+    table = pa.table({"id": list(range(rows)), "text": [f"row {i} " + "x" * (i % 50) for i in range(rows)]})
+    limit = 1_000_000 if not gz else 200_000
+    sink, infos = run(Limits(max_bytes=limit), gz=gz, table=table, batch=65_536)
+    sizes = [len(c) for _, c in sink.files()]
+    assert len(sizes) > 3 and max(sizes) <= limit
+    assert min(sizes[:-1]) >= limit * 0.95, sizes
+    assert sum(i.rows for i in infos) == rows
+
+
+def test_gzip_files_are_served_as_gzip() -> None:
+    sink = Recorder()
+    types: list[str] = []
+    sink.open = lambda index, path, content_type: types.append(content_type)  # type: ignore[method-assign]
+    sink.data = lambda index, chunk: None  # type: ignore[method-assign]
+    sink.close = lambda index, info: None  # type: ignore[method-assign]
+    for gz in (False, True):
+        spool = Spool(CsvWriter, TABLE.schema, {}, name, sink, gzip=gz)
+        spool.write(TABLE.to_batches()[0])
+        spool.close()
+    assert types == ["text/csv; charset=utf-8", "application/gzip"]
 
 
 def test_empty_output() -> None:
@@ -174,7 +213,7 @@ def test_md5_of_every_part_is_the_md5_of_its_bytes_when_hashed_behind_the_writer
     # (more than MD5_BEHIND), so the queue fills, drains and is waited for at each part's end.
     rows = 200_000
     table = pa.table({"id": list(range(rows)), "text": [f"row {i} " + "x" * (i % 50) for i in range(rows)]})
-    sink, infos = run(Limits(max_bytes=3_000_000), gz=gz, table=table, batch=10_000)
+    sink, infos = run(Limits(max_bytes=3_000_000 if not gz else 300_000), gz=gz, table=table, batch=10_000)
     files = sink.files()
     assert len(files) >= 3 and len(infos) == len(files)
     for (path, content), info in zip(files, infos, strict=True):
