@@ -212,14 +212,43 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def app_root() -> Path:
+    """The app's root folder: where `function_app.py` sits (`/home/site/wwwroot` on Azure). The
+    relative paths of a catalog applied without a file (`PUT /api/catalog`) start here."""
+    return Path(__file__).resolve().parent.parent
+
+
+def deployment_warnings(catalog: Catalog) -> list[Problem]:
+    """Paths that resolve on this machine but not on the Function App, which only has its own files."""
+    root = app_root()
+    warnings = []
+    for source in catalog.sources.values():
+        if source.database is not None and not source.database.resolve().is_relative_to(root):
+            warnings.append(Problem(
+                f"sources.{source.id}.database",
+                f"`{source.database}` is outside the app folder `{root}`: this machine's CLI reads it, but on the "
+                "Function App a DuckDB database is a file deployed with the app, named relative to the catalog "
+                "(or, for `PUT /api/catalog`, to the app's root, next to function_app.py), and read-only under "
+                "run-from-package"))
+    return warnings
+
+
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file (YAML or JSON); paths inside are relative to its folder."""
+    catalog, problems = load_catalog_partly(path)
+    if problems:
+        raise CatalogInvalid(problems)
+    return catalog
+
+
+def load_catalog_partly(path: str | Path) -> tuple[Catalog, list[Problem]]:
+    """The catalog file as far as it is valid, and every problem (see `parse_catalog_partly`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
-    return parse_catalog(parse_text(text, str(path)), base_dir=path.resolve().parent)
+    return parse_catalog_partly(parse_text(text, str(path)), base_dir=path.resolve().parent)
 
 
 def parse_text(text: str, origin: str = "catalog") -> Any:
@@ -233,6 +262,15 @@ def parse_text(text: str, origin: str = "catalog") -> Any:
 
 def parse_catalog(doc: Any, base_dir: Path | None = None) -> Catalog:
     """Validate a catalog document; raise `CatalogInvalid` listing every problem."""
+    catalog, problems = parse_catalog_partly(doc, base_dir)
+    if problems:
+        raise CatalogInvalid(problems)
+    return catalog
+
+
+def parse_catalog_partly(doc: Any, base_dir: Path | None = None) -> tuple[Catalog, list[Problem]]:
+    """The catalog as far as it is valid, and every problem: `validate --probe` checks the valid
+    objects against their sources even when others have problems, and reports both together."""
     problems: list[Problem] = []
     top = _Reader(problems, "", doc)
     top.path = "catalog"
@@ -248,9 +286,7 @@ def parse_catalog(doc: Any, base_dir: Path | None = None) -> Catalog:
         k: _activation(problems, k, v, models, segments, destinations, sources)
         for k, v in raw["activations"].items()
     }
-    if problems:
-        raise CatalogInvalid(problems)
-    return Catalog(sources, models, segments, destinations, activations, document=doc)
+    return Catalog(sources, models, segments, destinations, activations, document=doc), problems
 
 
 def _section(problems: list[Problem], doc: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -479,9 +515,8 @@ def _activation(
         if owner is not None and not owner.primary_key:
             r.problem("run_type", f"FULL THEN DELTA needs a primary key: set `primary_key` on model `{owner.id}`")
     schedule = r.text("schedule")
-    if schedule is not None and not _valid_cron(schedule):
-        r.problem("schedule", f"`{schedule}` is not a 5-field cron expression (UTC) or @hourly/@daily/@weekly/"
-                  "@monthly/@yearly")
+    if schedule is not None and (cron_problem := _cron_problem(schedule)):
+        r.problem("schedule", cron_problem)
 
     max_size = None
     if r.raw.get("max_file_size") is not None:
@@ -554,10 +589,35 @@ def _mapping(r: _Reader) -> tuple[MappedColumn, ...] | None:
     return tuple(columns)
 
 
-def _valid_cron(expression: str) -> bool:
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+CRON_NAMES = {3: ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+              4: ("sun", "mon", "tue", "wed", "thu", "fri", "sat")}
+CRON_MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+
+
+def _cron_problem(expression: str) -> str | None:
+    """What is wrong with a 5-field cron expression or macro, naming the field; None when valid."""
+    usage = "a 5-field cron expression (minute hour day-of-month month day-of-week, UTC) or " + "/".join(CRON_MACROS)
     if expression.startswith("@"):
-        return expression in ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-    return len(expression.split()) == 5 and croniter.is_valid(expression)
+        return None if expression in CRON_MACROS else f"`{expression}` is not {usage}"
+    fields = expression.split()
+    if len(fields) != 5:
+        return f"`{expression}` has {len(fields)} fields; a schedule is {usage}"
+    for position, (text, (name, low, high)) in enumerate(zip(fields, CRON_FIELDS, strict=True)):
+        names = CRON_NAMES.get(position, ())
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                return f"`{expression}`: the {name} step `{step}` must be a whole number of at least 1"
+            for value in ([] if span == "*" else span.split("-", 1)):
+                number = names.index(value.lower()) + low if value.lower() in names else (
+                    int(value) if value.isdigit() else None)
+                if number is None:
+                    return f"`{expression}`: the {name} field has `{value}`, not a number" + (
+                        f" or a name ({', '.join(names)})" if names else "")
+                if not low <= number <= high:
+                    return f"`{expression}`: the {name} `{value}` is out of range ({low}-{high})"
+    return None if croniter.is_valid(expression) else f"`{expression}` is not {usage}"
 
 
 def check_columns(

@@ -1,8 +1,8 @@
-"""`python -m core`: validate, apply, run, runs (DESIGN.md §4).
+"""The `filecast` command (also `python -m core`): validate, apply, run, preview, reset, runs (DESIGN.md §4).
 
 Exit codes: 0 success (warnings included), 1 the run failed, 2 bad input (an invalid catalog, an
-unknown activation, a missing setting). The run record goes to stdout as JSON; progress and
-messages go to stderr.
+unknown activation, a missing setting, a bad option), 130 interrupted (Ctrl-C). The run record
+goes to stdout as JSON; progress and messages go to stderr.
 """
 
 from __future__ import annotations
@@ -12,20 +12,36 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
 
-from .catalog import Catalog, check_columns, load_catalog
+from .catalog import Catalog, check_columns, deployment_warnings, load_catalog, load_catalog_partly, parse_text
 from .engine import RunResult
 from .errors import CatalogError, CatalogInvalid, FilecastError, Problem, SettingError
-from .records import parse_time
+from .records import RunRecord, new_run_id, parse_time
 from .service import Services, preview_activation, preview_json, record_json, reset_activation, run_activation
 from .settings import Settings
 
 BAD_INPUT = (CatalogError, SettingError)
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+CLEAR_LINE = "\r\x1b[K"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a whole number of at least 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Filecast: exports models to files.")
+    parser = argparse.ArgumentParser(prog="filecast", description="Filecast: exports models to files.")
     sub = parser.add_subparsers(dest="command", required=True)
     validate = sub.add_parser("validate", help="check a catalog and list every problem")
     validate.add_argument("catalog")
@@ -45,35 +61,94 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--catalog", help="catalog file (default: the applied catalog)")
     runs = sub.add_parser("runs", help="run history of an activation, newest first")
     runs.add_argument("activation")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=_positive, default=20, metavar="N",
+                      help="how many runs to show, newest first (a whole number of at least 1; default 20)")
     return parser
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+class Progress:
+    """The live progress line of a run on a terminal: cleared before any log line is written, and
+    replaced by one closing line when the run ends."""
+
+    def __init__(self, stream: TextIO, live: bool):
+        self.stream = stream
+        self.live = live
+        self.shown = False
+        self.started = time.monotonic()
+
+    def update(self, rows: int, size: int) -> None:
+        if self.live:
+            self.stream.write(f"{CLEAR_LINE}{rows:,} rows read, {size / 1_048_576:,.1f} MB written")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write(CLEAR_LINE)
+            self.stream.flush()
+            self.shown = False
+
+    def finish(self, record: RunRecord) -> None:
+        self.clear()
+        size = sum(int(f.get("bytes", 0)) for f in record.files)
+        files = len(record.files)
+        self.stream.write(f"{record.activation}: {record.status}, {record.rows.read:,} rows read, "
+                          f"{record.rows.exported:,} exported in {files} file{'s' if files != 1 else ''} "
+                          f"({size / 1_048_576:,.1f} MB) in {time.monotonic() - self.started:.1f} s\n")
+        self.stream.flush()
+
+
+class _LogHandler(logging.StreamHandler[TextIO]):
+    """Clears the progress line before a log line, so the two never share a line."""
+
+    progress: Progress | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+        super().emit(record)
+
+
+def _configure_logging() -> _LogHandler:
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
     for noisy in ("azure", "aioftp", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler
 
 
-def probe(catalog: Catalog, settings: Settings) -> list[Problem]:
+def _invalid(problems: list[Problem]) -> set[str]:
+    """The catalog objects (`sources.x`, `models.y`…) that validation found problems in."""
+    return {".".join(p.path.split(".")[:2]) for p in problems}
+
+
+def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = None) -> list[Problem]:
     """Checks that need the sources: each model's query runs (described, not read), and primary keys,
-    mapped columns and segment filters (columns and value types) fit the real schemas."""
+    mapped columns and segment filters (columns and value types) fit the real schemas. Objects with
+    problems of their own (`known`) are left out, so this runs alongside the static checks."""
     from .engine import format_problems
     from .mapping import Mapper
     from .segments import check_segment
     from .sources import model_sql, open_source
 
+    bad = _invalid(known or [])
     problems: list[Problem] = []
 
     def problem(path: str, message: str) -> None:
         if Problem(path, message) not in problems:
             problems.append(Problem(path, message))
 
+    def usable(section: str, key: str | None) -> bool:
+        return key is not None and f"{section}.{key}" not in bad
+
     schemas: dict[str, list[str]] = {}  # model id → its real columns
     segment_schemas = {}
     for source_id, source_config in catalog.sources.items():
-        models = [m for m in catalog.models.values() if m.source == source_id]
-        if not models:
+        models = [m for m in catalog.models.values() if m.source == source_id and usable("models", m.id)]
+        if not models or not usable("sources", source_id):
             continue
         try:
             source = open_source(source_config, settings)
@@ -95,9 +170,12 @@ def probe(catalog: Catalog, settings: Settings) -> list[Problem]:
             if key not in names:
                 problem(f"models.{model_id}.primary_key", f'unknown column "{key}"; columns are: {", ".join(names)}')
     for segment_id, segment in catalog.segments.items():
-        if segment.model in segment_schemas:
+        if segment.model in segment_schemas and usable("segments", segment_id):
             check_segment(catalog, segment_id, segment_schemas[segment.model], problem=problem)
     for activation in catalog.activations.values():
+        if not usable("activations", activation.id) or (activation.segment is not None
+                                                          and not usable("segments", activation.segment)):
+            continue
         model_id = catalog.model_of(activation).id
         columns = schemas.get(model_id)
         if columns is not None:
@@ -110,42 +188,57 @@ def probe(catalog: Catalog, settings: Settings) -> list[Problem]:
     return problems
 
 
-def _show_progress(rows: int, size: int) -> None:
-    """One self-overwriting progress line on an interactive terminal."""
-    print(f"\r{rows:,} rows read, {size / 1_048_576:,.1f} MB written", end="", file=sys.stderr, flush=True)
-
-
 def _exit_code(result: RunResult) -> int:
     if result.exception is None:
         return 0
     return 2 if isinstance(result.exception, BAD_INPUT) else 1
 
 
+def _validate(path: str, settings: Settings, with_probe: bool) -> int:
+    if with_probe:
+        catalog, problems = load_catalog_partly(path)
+        problems = problems + probe(catalog, settings, problems)
+        if problems:
+            raise CatalogInvalid(problems)
+    else:
+        catalog = load_catalog(path)
+    print(f"{path}: valid ({len(catalog.activations)} activations)", file=sys.stderr)
+    return 0
+
+
+def _apply(path: str, services: Services) -> int:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
+    catalog = services.catalogs.apply(parse_text(text, path), base_dir=Path(path).resolve().parent)
+    for warning in deployment_warnings(catalog):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"applied {path}: {len(catalog.activations)} activations", file=sys.stderr)
+    return 0
+
+
+def _runs(activation: str, limit: int, services: Services) -> int:
+    records = services.runs.history(activation, limit)
+    if not records:
+        services.catalog().activation(activation)  # an unknown id exits 2, naming the known ones
+    print(json.dumps([r.as_dict() for r in records], indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging()
+    handler = _configure_logging()
+    record: RunRecord | None = None
     try:
         settings = Settings.load()
         if args.command == "validate":
-            catalog = load_catalog(args.catalog)
-            problems = probe(catalog, settings) if args.probe else []
-            if problems:
-                raise CatalogInvalid(problems)
-            print(f"{args.catalog}: valid ({len(catalog.activations)} activations)", file=sys.stderr)
-            return 0
+            return _validate(args.catalog, settings, args.probe)
         services = Services(settings)
         if args.command == "apply":
-            from .catalog import parse_text
-
-            with open(args.catalog, encoding="utf-8") as handle:
-                doc = parse_text(handle.read(), args.catalog)
-            catalog = services.catalogs.apply(doc)
-            print(f"applied {args.catalog}: {len(catalog.activations)} activations", file=sys.stderr)
-            return 0
+            return _apply(args.catalog, services)
         if args.command == "runs":
-            records = services.runs.history(args.activation, args.limit)
-            print(json.dumps([r.as_dict() for r in records], indent=2))
-            return 0
+            return _runs(args.activation, args.limit, services)
         catalog = services.catalog(args.catalog)
         if args.command == "reset":
             reset_activation(settings, catalog, args.activation)
@@ -161,14 +254,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(preview_activation(settings, catalog, args.activation, at))
             print(json.dumps(preview_json(result.record), indent=2))
             return _exit_code(result)
+        catalog.activation(args.activation)
+        logical_time = at or datetime.now(UTC)
+        record = RunRecord(new_run_id(logical_time), args.activation, "manual", logical_time)
+        progress = handler.progress = Progress(sys.stderr, live=sys.stderr.isatty())
         result = asyncio.run(run_activation(
-            settings, catalog, args.activation, logical_time=at, trigger="manual",
-            services=services if args.catalog is None else None,
-            progress=_show_progress if sys.stderr.isatty() else None))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+            settings, catalog, args.activation, logical_time=logical_time, trigger="manual", record=record,
+            services=services if args.catalog is None else None, progress=progress.update))
+        progress.finish(result.record)
         print(record_json(result.record))
         return _exit_code(result)
+    except KeyboardInterrupt:
+        if handler.progress is not None:
+            handler.progress.clear()
+        if record is not None and record.error is not None:
+            print(record_json(record))
+            print(f"interrupted: {record.error['message']}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BAD_INPUT as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

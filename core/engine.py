@@ -141,6 +141,16 @@ def format_problems(activation: Activation, schema: pa.Schema) -> None:
         raise CatalogError(f"activations.{activation.id}.{activation.format}: " + "; ".join(problems))
 
 
+def interrupted(published: list[dict[str, Any]]) -> dict[str, str]:
+    """The error of a run stopped from outside (Ctrl-C, a host shutdown): what is live, what is not."""
+    if not published:
+        return {"code": "interrupted", "message": "the run was interrupted before anything was published: the "
+                "destination is unchanged and the delta state did not advance"}
+    paths = ", ".join(f"`{f['path']}`" for f in published)
+    return {"code": "interrupted", "message": f"the run was interrupted after publishing {len(published)} file(s) "
+            f"({paths}); the delta state did not advance, so the next run sends those rows again"}
+
+
 class Run:
     """Executes one activation; `execute()` never raises, it returns the record.
 
@@ -172,15 +182,20 @@ class Run:
         record = self.record
         record.status, record.started_at = "running", datetime.now(UTC)
         exception: FilecastError | None = None
-        for attempt in range(self.retries + 1):
-            record.rows, record.files, record.warnings, record.error = Rows(), [], [], None
-            exception = await self._attempt()
-            if exception is None or not exception.transient or attempt == self.retries:
-                break
-            delay = min(self.backoff * 2**attempt, 60.0)
-            log.warning("run %s of %s: attempt %d failed (%s); retrying in %.0f s", record.run_id,
-                        self.activation_id, attempt + 1, exception.message, delay)
-            await asyncio.sleep(delay)
+        try:
+            for attempt in range(self.retries + 1):
+                record.rows, record.files, record.warnings, record.error = Rows(), [], [], None
+                exception = await self._attempt()
+                if exception is None or not exception.transient or attempt == self.retries:
+                    break
+                delay = min(self.backoff * 2**attempt, 60.0)
+                log.warning("run %s of %s: attempt %d failed (%s); retrying in %.0f s", record.run_id,
+                            self.activation_id, attempt + 1, exception.message, delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:  # Ctrl-C, or the host shutting down: say what was published
+            record.status, record.error = "failed", interrupted(record.files)
+            record.finished_at = datetime.now(UTC)
+            raise
         if exception is None:
             record.status = "succeeded"
         else:

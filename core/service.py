@@ -80,12 +80,14 @@ async def run_activation(
     settings: Settings, catalog: Catalog, activation_id: str, *, logical_time: datetime | None = None,
     trigger: str = "manual", run_id: str | None = None, services: Services | None = None,
     progress: Callable[[int, int], None] | None = None, retries: int | None = None,
+    record: RunRecord | None = None,
 ) -> RunResult:
     """Run one activation now, in-process. With `services`, the run holds the activation's lease and
-    its record is kept in the history."""
+    its record is kept in the history. A caller that passes its own `record` can still read it when
+    the run is interrupted (cancelled) and this raises."""
     catalog.activation(activation_id)  # unknown ids fail before anything starts
     logical_time = logical_time or datetime.now(UTC)
-    record = RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
+    record = record or RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
     if services is None:
         return await Run(catalog, activation_id, settings, record, progress=progress, retries=retries).execute()
     runs, leases = services.runs, services.leases
@@ -98,6 +100,9 @@ async def run_activation(
             run = Run(catalog, activation_id, settings, record, progress=progress, retries=retries,
                       previous_read=_previous_read(runs, activation_id, record.run_id))
             result = await run.execute()
+        except asyncio.CancelledError:
+            runs.save(record)  # the history keeps what an interrupted run published
+            raise
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

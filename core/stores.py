@@ -24,7 +24,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import UpdateMode
 
-from .catalog import Catalog, parse_catalog
+from .catalog import Catalog, app_root, parse_catalog
 from .errors import DuplicateRun, NotFound, RunInProgress, StateError
 from .records import RunRecord
 from .settings import Settings
@@ -66,39 +66,56 @@ class Tables:
 
 
 class CatalogStore:
-    def __init__(self, tables: Tables, base_dir: Path | None = None):
-        self.table = tables.table("catalog")
-        self.base_dir = base_dir or Path.cwd()
+    """The applied catalog, with the folder its relative paths start from.
 
-    def apply(self, doc: dict[str, Any]) -> Catalog:
+    `apply` records that folder: relative to the app's root (the folder of `function_app.py`)
+    when the catalog file sits inside it, so the same catalog resolves the same on the Function
+    App; absolute otherwise (and `catalog_warnings` says it won't resolve once deployed). A
+    catalog applied over HTTP has no file: its relative paths start at the app's root.
+    """
+
+    META = ("meta", "base_dir")  # PartitionKey, RowKey of the entity holding the base folder
+
+    def __init__(self, tables: Tables):
+        self.table = tables.table("catalog")
+
+    def apply(self, doc: dict[str, Any], base_dir: Path | None = None) -> Catalog:
         """Validate `doc` as a whole, then store it, removing objects it no longer has."""
-        catalog = parse_catalog(doc, self.base_dir)
+        root = app_root()
+        base = base_dir.resolve() if base_dir is not None else root
+        catalog = parse_catalog(doc, base)
+        stored = base.relative_to(root).as_posix() if base.is_relative_to(root) else str(base)
         with map_table_errors("store the catalog"):
             existing = {(e["PartitionKey"], e["RowKey"]) for e in self.table.list_entities(select=["PartitionKey",
                                                                                                   "RowKey"])}
-            wanted = set()
+            wanted = {self.META}
             for section in SECTIONS:
                 for key, value in (doc.get(section) or {}).items():
                     wanted.add((section, key))
                     self.table.upsert_entity({"PartitionKey": section, "RowKey": key, "doc": json.dumps(value)})
+            self.table.upsert_entity({"PartitionKey": self.META[0], "RowKey": self.META[1], "doc": stored})
             for partition, row in existing - wanted:
                 self.table.delete_entity(partition, row)
         return catalog
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> tuple[dict[str, Any], Path]:
+        """The stored catalog document and the folder its relative paths start from."""
         doc: dict[str, Any] = {section: {} for section in SECTIONS}
+        base = app_root()
         with map_table_errors("read the catalog"):
             for entity in self.table.list_entities():
                 if entity["PartitionKey"] in doc:
                     doc[entity["PartitionKey"]][entity["RowKey"]] = json.loads(entity["doc"])
-        return doc
+                elif (entity["PartitionKey"], entity["RowKey"]) == self.META:
+                    base = base / entity["doc"]  # an absolute folder replaces the root
+        return doc, base
 
     def load(self) -> Catalog:
-        doc = self.document()
+        doc, base = self.document()
         if not any(doc.values()):
-            raise NotFound("no catalog has been applied yet: run `python -m core apply catalog.yaml` or "
+            raise NotFound("no catalog has been applied yet: run `filecast apply catalog.yaml` or "
                            "`PUT /api/catalog`")
-        return parse_catalog(doc, self.base_dir)
+        return parse_catalog(doc, base)
 
 
 class RunStore:

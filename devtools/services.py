@@ -138,16 +138,19 @@ class Azurite(Service):
     queue_port: int = 0
     table_port: int = 0
 
+    # The flags Filecast starts Azurite with, everywhere (README "Running it locally"): without
+    # --skipApiVersionCheck Azurite refuses the SDK's newest API version with `InvalidHeaderValue`.
+    FLAGS = ("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--loose")
+
     @classmethod
-    def start(cls, workdir: Path) -> Azurite:
+    def start(cls, workdir: Path, *, flags: tuple[str, ...] = FLAGS) -> Azurite:
         command = azurite_command()
         self = cls(blob_port=free_port(), queue_port=free_port(), table_port=free_port())
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "azurite.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [*command, "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+            [*command, *flags, "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
              "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
              "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir,

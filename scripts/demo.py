@@ -32,13 +32,18 @@ from examples.make_demo import build  # noqa: E402
 WORK = REPO / ".demo"
 
 
+BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")  # no escapes in a log file
+# The `filecast` command `make setup` installs into the venv (`python -m core` is the same program).
+FILECAST = [str(Path(sys.executable).parent / "filecast")] if (Path(sys.executable).parent / "filecast").exists() \
+    else [sys.executable, "-m", "core"]
+
+
 def banner(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{BOLD}== {text}{PLAIN}", flush=True)
 
 
 def core(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE)
+    return subprocess.run([*FILECAST, *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE)
 
 
 def main() -> int:
@@ -61,15 +66,15 @@ def main() -> int:
         env = dict(os.environ, FILECAST_LOCAL_SETTINGS=os.devnull, AzureWebJobsStorage=azurite.connection_string,
                    DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password, PYTHONPATH=str(REPO))
 
-        banner("python -m core validate --probe examples/catalog.yaml")
+        banner("filecast validate --probe examples/catalog.yaml")
         if core("validate", "--probe", str(catalog), env=env).returncode != 0:
             return 1
-        banner("python -m core apply (stores the catalog in Azurite's tables)")
+        banner("filecast apply (stores the catalog in Azurite's tables)")
         if core("apply", str(catalog), env=env).returncode != 0:
             return 1
         failed = False
         for activation in ("customers_to_ftp", "customers_to_lake"):
-            banner(f"python -m core run {activation}")
+            banner(f"filecast run {activation}")
             result = core("run", activation, env=env)
             print(result.stdout)
             failed |= result.returncode != 0
@@ -93,13 +98,17 @@ def main() -> int:
 
         failed |= not delta(container, env, warehouse)
 
-        banner("python -m core runs french_adults_changes (history kept in Table Storage)")
+        banner("filecast runs french_adults_changes (history kept in Table Storage)")
         history = json.loads(core("runs", "french_adults_changes", env=env).stdout)
         for record in history:
             rows = record["rows"]
             print(f"  {record['run_id']}  {record['status']}  read {rows['read']}, exported {rows['exported']} "
                   f"(added {rows['added']}, updated {rows['updated']}, removed {rows['removed']})  "
                   f"{record['finished_at']}")
+    ftp_files = WORK / "ftp" / "root" / "home" / "alex" / "exports" / "daily"
+    banner("done: " + ("something failed, see above" if failed else "every step succeeded"))
+    print(f"Stopped Azurite and the FTP server. The FTP files are still in {ftp_files.relative_to(REPO)}/; "
+          "Azurite kept its blobs in memory, so they are gone (run `make demo` again to see them).")
     return 1 if failed else 0
 
 
@@ -120,13 +129,13 @@ INSERT INTO customers
 
 def delta(container: ContainerClient, env: dict[str, str], warehouse: Path) -> bool:
     """Two runs of the DIFFERENCE activation, with a change to the warehouse in between."""
-    banner("python -m core run french_adults_changes (first run: every French adult in _added)")
+    banner("filecast run french_adults_changes (first run: every French adult in _added)")
     first = core("run", "french_adults_changes", env=env)
     print(first.stdout)
     banner("changing the warehouse: one French adult deleted, one upgraded, one new, one unmapped note edited")
     with duckdb.connect(str(warehouse)) as con:
         con.execute(CHANGES)
-    banner("python -m core run french_adults_changes (second run: only the changes)")
+    banner("filecast run french_adults_changes (second run: only the changes)")
     second = core("run", "french_adults_changes", env=env)
     print(second.stdout)
     if first.returncode != 0 or second.returncode != 0:

@@ -68,6 +68,15 @@ def _reason(exc: AzureError) -> str:
     return _error_code(exc) or type(exc).__name__
 
 
+def service_message(exc: AzureError) -> str:
+    """What the storage service itself said (its `<Message>`), first line, scrubbed; "" if nothing."""
+    response = getattr(exc, "response", None)
+    said = str(getattr(response, "reason", "") or "") if response is not None else ""
+    text = said if len(said) > 40 else str(getattr(exc, "message", "") or "")
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return scrub(line) if line and not line.startswith(("Operation returned", "(")) else ""
+
+
 def _first_line(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return scrub(str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__)
@@ -139,8 +148,9 @@ def map_azure_errors(action: str, where: str, access: Access | None = None) -> I
                 f"Azure Blob Storage kept refusing to {action} in {where}: HTTP {status} ({_reason(exc)}) after "
                 "retrying with backoff; the account is throttling or unavailable, and the run will be retried",
                 code="destination_unavailable", transient=True) from exc
-        raise DestinationError(f"Azure Blob Storage refused to {action} in {where}: HTTP {status} ({_reason(exc)})",
-                               transient=status >= 500) from exc
+        said = service_message(exc)
+        raise DestinationError(f"Azure Blob Storage refused to {action} in {where}: HTTP {status} ({_reason(exc)})"
+                               + (f"; the service said: {said}" if said else ""), transient=status >= 500) from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise DestinationError(f"cannot reach {where} to {action}: {_first_line(exc)} (after retrying with backoff)",
                                code="destination_unavailable", transient=True) from exc

@@ -47,8 +47,9 @@ class DuckDBSource:
         self.readers: list[pa.RecordBatchReader] = []
         self._schemas: dict[str, pa.Schema] = {}
         if not database.is_file():
-            raise SourceError(f"{self.what} does not exist; check the source's `database` path "
-                              "(relative paths start at the catalog's folder)")
+            raise SourceError(f"{self.what} does not exist; check the source's `database` path (a relative path "
+                              "starts at the catalog file's folder, or at the app's root for a catalog applied "
+                              "with `PUT /api/catalog`)")
         with map_duckdb_errors(self.what):
             self.connection = duckdb.connect(str(database), read_only=True)
             self.connection.execute(f"SET memory_limit='{memory_limit}'")

@@ -64,9 +64,29 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         'destinations.ftp.host: is required',
         'activations.daily.destination: unknown destination `nope`; destinations are: ftp, lake',
         f'activations.daily.format: must be one of {", ".join(sorted(WRITERS))}; got `xlsx`',
-        'activations.daily.schedule: `every day` is not a 5-field cron expression (UTC) or '
-        '@hourly/@daily/@weekly/@monthly/@yearly',
+        'activations.daily.schedule: `every day` has 2 fields; a schedule is a 5-field cron expression (minute '
+        'hour day-of-month month day-of-week, UTC) or @hourly/@daily/@midnight/@weekly/@monthly/@yearly/@annually',
     ]
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ("0 25 * * *", "the hour `25` is out of range (0-23)"),
+    ("61 * * * *", "the minute `61` is out of range (0-59)"),
+    ("0 0 32 * *", "the day of month `32` is out of range (1-31)"),
+    ("0 0 1 13 *", "the month `13` is out of range (1-12)"),
+    ("0 0 * * 8", "the day of week `8` is out of range (0-7)"),
+    ("0 0-30 * * *", "the hour `30` is out of range (0-23)"),
+    ("*/0 * * * *", "the minute step `0` must be a whole number of at least 1"),
+    ("0 6 * * funday",
+     "the day of week field has `funday`, not a number or a name (sun, mon, tue, wed, thu, fri, sat)"),
+])
+def test_cron_fields_out_of_range_are_named(schedule: str, message: str) -> None:
+    assert problems(with_activation(schedule=schedule)) == [f"activations.daily.schedule: `{schedule}`: {message}"]
+
+
+@pytest.mark.parametrize("schedule", ["0 6 * * *", "*/15 1-5 1,15 jan-jun mon-fri", "0 0 * * 7", "@daily"])
+def test_valid_cron_schedules(schedule: str) -> None:
+    assert parse_catalog(with_activation(schedule=schedule), Path("/cat")).activations["daily"].schedule == schedule
 
 
 def test_references_are_checked() -> None:
