@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="run history of an activation, newest first")
     runs.add_argument("activation")
     runs.add_argument("--limit", type=int, default=20)
+    console = sub.add_parser("console", help="serve the run console on 127.0.0.1 against the configured storage")
+    console.add_argument("--port", type=int, default=7071, help="port to listen on (default 7071; 0 = any free)")
     return parser
 
 
@@ -132,6 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 raise CatalogInvalid(problems)
             print(f"{args.catalog}: valid ({len(catalog.activations)} activations)", file=sys.stderr)
+            return 0
+        if args.command == "console":
+            from .console_server import server
+
+            httpd = server(settings, args.port)
+            print(f"console: http://127.0.0.1:{httpd.server_address[1]}/api/console (Ctrl-C stops)", file=sys.stderr,
+                  flush=True)
+            with contextlib.suppress(KeyboardInterrupt), httpd:
+                httpd.serve_forever()
             return 0
         services = Services(settings)
         if args.command == "apply":
