@@ -131,8 +131,9 @@ def _names(r: _Reader, key: str, allowed: Any, kind: str, *, required: bool = Fa
 
 def _rule(problems: list[Problem], path: str, raw: Any, targets: Mapping[str, Any],
           activations: Mapping[str, Any]) -> Rule | None:
-    if isinstance(raw, Mapping) and True in raw and "on" not in raw:
-        raw = {("on" if k is True else k): v for k, v in raw.items()}  # YAML 1.1 reads a bare `on:` as true
+    if isinstance(raw, Mapping) and "on" not in raw:
+        # YAML 1.1 reads a bare `on:` key as true (stored as JSON: "true"): take it as the `on` it was
+        raw = {("on" if k is True or k == "true" else k): v for k, v in raw.items()}
     r = _Reader(problems, path, raw)
     r.known(("on", "targets", "activations", "warnings"))
     before = len(problems)
