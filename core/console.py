@@ -45,6 +45,12 @@ def seconds(record: RunRecord) -> float | None:
     return None
 
 
+def duration(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
+
+
 def next_due(schedule: str | None, now: datetime) -> datetime | None:
     """The next occurrence of a schedule after `now` (UTC), as the scheduler will see it."""
     if not schedule:
@@ -158,7 +164,7 @@ def _activation(services: Services, activation_id: str, view: _View, now: dateti
                f'Run now</button><button type="button" data-action="preview" data-activation="{esc(activation.id)}">'
                'Preview</button></div><output id="result" aria-live="polite"></output>')
     rows = [[view.run(r.run_id), status(r.status), esc(r.trigger), esc(when(r.logical_time)),
-             esc(f"{seconds(r):.1f} s" if seconds(r) is not None else "-"), esc(f"{r.rows.read:,}"),
+             esc(duration(seconds(r))), esc(f"{r.rows.read:,}"),
              esc(f"{r.rows.exported:,}"), esc(len(r.files)), esc(len(r.warnings)),
              f'<span class="error">{esc(r.error["message"])}</span>' if r.error else ""] for r in history]
     runs = table(f"Last {len(history)} runs, newest first", ["Run", "Status", "Trigger", "Logical time",

@@ -38,6 +38,7 @@ button+button{background:#fff;color:var(--accent)}
 button:disabled{opacity:.6}
 output{display:block;min-height:1.5rem;margin:.3rem 0 1rem;white-space:pre-wrap}
 figure{margin:.5rem 0 1rem}
+figure svg{max-width:100%;height:auto}
 figcaption{color:var(--muted);font-size:13px}
 svg text{font:11px system-ui,sans-serif;fill:#4a5360}
 """

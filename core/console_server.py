@@ -77,7 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(status, api.dumps(body), "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        # The request line carries `?code=` when a link was opened with a key: log the path alone.
+        log.info("%s %s %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
 
 
 def server(settings: Settings, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
