@@ -18,12 +18,12 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem;font-size:14px}
 caption{text-align:left;font-weight:600;padding:.3rem 0;color:var(--muted)}
 th,td{border-bottom:1px solid var(--line);padding:.35rem .5rem;text-align:left;vertical-align:top}
 th{background:var(--head)}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0 0 1rem}
 dt{font-weight:600;color:var(--muted)}
 dd{margin:0}
 code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.status{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:13px;font-weight:600;
+.status{display:inline-block;white-space:nowrap;padding:0 .45rem;border-radius:.6rem;font-size:13px;font-weight:600;
   background:#e8eaed;color:#1b1f24}
 .s-succeeded,.s-sent{background:#d7f2dd;color:#0c5a1f}
 .s-failed{background:#fbdcdc;color:#8a1010}

@@ -181,3 +181,5 @@ def test_console_shows_runs_runs_now_and_escapes(env: dict[str, Any], console: s
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # only the console's own
     shot(browser, "run-error.png")
     assert accessibility(browser) == []
+    browser.execute_script("document.querySelector('main').appendChild(document.createElement('img'))")
+    assert [v.split(":")[0] for v in accessibility(browser)] == ["image-alt"]  # the checker does see problems
