@@ -222,3 +222,17 @@ def test_retried_and_poisoned_runs_alert_once(env: dict[str, Any], demo_db: Path
     assert record["error"]["code"] == "poisoned"
     assert [a["status"] for a in record["alerts"]] == ["suppressed"] * 3  # the same outage
     assert len(hooks.requests) == 3
+
+
+def test_a_hanging_webhook_is_cut_off_by_the_time_budget(hooks: Recorder) -> None:
+    import asyncio
+    import time
+
+    hooks.delays["/slow"] = 3.0
+    deadline = time.monotonic() + 0.5
+    status, attempts, detail = asyncio.run(core.alerts.post_with_retries(hooks.url("/slow"), {"x": 1}, deadline))
+    assert (status, attempts, detail) == ("failed", 1, "timed out; gave up: alert time budget spent")
+    hooks.answers["/limited"] = [429, 429, 429, 429]
+    status, attempts, detail = asyncio.run(core.alerts.post_with_retries(hooks.url("/limited"), {"x": 1},
+                                                                         time.monotonic() + 5))
+    assert (status, attempts, detail) == ("failed", 4, "HTTP 429")

@@ -1,13 +1,14 @@
 """A local HTTP server that records every request, standing in for Slack, Teams and webhooks.
 
 `answers[path]` is a list of statuses to answer in turn (then 200), so a test can make a webhook
-fail a few times or for good.
+fail a few times or for good; `delays[path]` makes it hang before answering.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +17,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.answers: dict[str, list[int]] = {}
+        self.delays: dict[str, float] = {}   # seconds to wait before answering, per path
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,6 +25,7 @@ class Recorder:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 recorder.requests.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
                                           "body": json.loads(body)})
+                time.sleep(recorder.delays.get(self.path, 0))
                 queue = recorder.answers.get(self.path) or []
                 status = queue.pop(0) if queue else 200
                 self.send_response(status)
