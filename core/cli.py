@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     console = sub.add_parser("console", help="serve the run console on 127.0.0.1 against the configured storage")
     console.add_argument("--port", type=int, default=7071, help="port to listen on (default 7071; 0 = any free)")
+    console.add_argument("--run-queued", action="store_true", help="also run queued runs, like the Functions runner")
     return parser
 
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "console":
             from .console_server import server
 
-            httpd = server(settings, args.port)
+            httpd = server(settings, args.port, run_queued=args.run_queued)
             print(f"console: http://127.0.0.1:{httpd.server_address[1]}/api/console (Ctrl-C stops)", file=sys.stderr,
                   flush=True)
             with contextlib.suppress(KeyboardInterrupt), httpd:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -81,7 +82,58 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
 
 
-def server(settings: Settings, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """A console server bound to `host:port` (port 0 = a free one); call serve_forever() on it."""
+def server(settings: Settings, port: int, host: str = "127.0.0.1", *, run_queued: bool = False) -> ThreadingHTTPServer:
+    """A console server bound to `host:port` (port 0 = a free one); call serve_forever() on it. With
+    `run_queued`, a daemon thread also runs what the buttons queue (`run_queued_forever`)."""
     handler = type("ConsoleHandler", (Handler,), {"settings": settings})
-    return ThreadingHTTPServer((host, port), handler)
+    httpd = ThreadingHTTPServer((host, port), handler)
+    if run_queued:
+        threading.Thread(target=run_queued_forever, args=(settings,), daemon=True).start()
+    return httpd
+
+
+def drain_queue(settings: Settings) -> int:
+    """Run the messages waiting on the runs queue, as the Functions runner would; how many ended.
+
+    For `console --run-queued` without Core Tools: a transient failure leaves its message for a later
+    pass, and after MAX_DEQUEUE deliveries the run is given up as the poison trigger does."""
+    import asyncio
+    import base64
+
+    from .errors import RunInProgress
+    from .service import MAX_DEQUEUE, handle_run_message, mark_poisoned
+    from .settings import RUNS_QUEUE
+    from .storage import queue_service
+
+    queue = queue_service(settings).get_queue_client(RUNS_QUEUE)
+    ended = 0
+    for message in queue.receive_messages(messages_per_page=8, visibility_timeout=600):
+        body = base64.b64decode(message.content).decode("utf-8")
+        try:
+            result = asyncio.run(handle_run_message(settings, body, dequeue_count=message.dequeue_count))
+            retry = result is not None and result.transient
+        except RunInProgress:
+            retry = True
+        except Exception as exc:  # the host retries a runner that raised, then gives the message up
+            log.warning("queued run failed to start: %s", getattr(exc, "message", type(exc).__name__))
+            retry = True
+        if retry and message.dequeue_count < MAX_DEQUEUE:
+            queue.update_message(message, visibility_timeout=10)
+            continue
+        if retry:
+            mark_poisoned(settings, body)
+        queue.delete_message(message)
+        ended += 1
+    return ended
+
+
+def run_queued_forever(settings: Settings, interval: float = 2.0) -> None:
+    """`drain_queue` every `interval` seconds (a daemon thread of `console --run-queued`)."""
+    import time
+
+    while True:
+        try:
+            drain_queue(settings)
+        except Exception as exc:  # keep serving pages: the next pass tries again
+            log.warning("queued runs: %s", getattr(exc, "message", type(exc).__name__))
+        time.sleep(interval)

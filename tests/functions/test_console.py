@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import yaml
@@ -68,3 +69,24 @@ def test_next_due_follows_the_schedule() -> None:
     assert next_due(None, datetime.now(UTC)) is None
 
 
+
+
+def test_console_run_queued_runs_what_the_buttons_queue(storage: Azurite, demo_db: Path,
+                                                        monkeypatch: Any) -> None:
+    from azure.storage.queue import QueueClient
+
+    from core.console_server import drain_queue
+
+    monkeypatch.setenv("FN_EXPORT_STORAGE", storage.connection_string)
+    queue = QueueClient.from_connection_string(storage.connection_string, "activation-runs")
+    try:
+        queue.create_queue()
+    except Exception:
+        queue.clear_messages()
+    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(catalog_doc(demo_db, storage)).encode())
+    status, body = http("run_activation", "POST", "/api/activations/small/run", {"id": "small"})
+    assert status == 202
+    assert drain_queue(Settings.load()) == 1
+    status, record = http("get_run", "GET", "/x", {"run_id": body["run_id"]})
+    assert record["status"] == "succeeded" and record["rows"]["exported"] == 500
+    assert list(queue.peek_messages()) == [] and drain_queue(Settings.load()) == 0
