@@ -86,7 +86,8 @@ def table(caption: str, head: Iterable[str], rows: Iterable[Iterable[str]], empt
     if not body:
         return f'<p class="empty">{esc(empty)}</p>'
     heads = "".join(f'<th scope="col">{esc(h)}</th>' for h in head)
-    return f"<table><caption>{esc(caption)}</caption><thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>"
+    caption = f"<caption>{esc(caption)}</caption>" if caption else ""
+    return f"<table>{caption}<thead><tr>{heads}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def facts(pairs: Iterable[tuple[str, str]]) -> str:
@@ -190,12 +191,12 @@ def _run(services: Services, run_id: str, view: _View) -> Page:
     ])
     error = ("<h2>Error</h2>" + f'<p class="error"><code>{esc(record.error.get("code"))}</code> '
              f'{esc(record.error.get("message"))}</p>') if record.error else ""
-    files = table("Files", ["Path", "Rows", "Bytes", "MD5"],
+    files = table("", ["Path", "Rows", "Bytes", "MD5"],
                   ([f"<code>{esc(f.get('path'))}</code>", esc(f"{f.get('rows', 0):,}"), esc(f"{f.get('bytes', 0):,}"),
                     f"<code>{esc(f.get('md5', ''))}</code>"] for f in record.files), "No files were published.")
-    warnings = table("Warnings", ["Code", "Message"], ([f"<code>{esc(w.get('code'))}</code>", esc(w.get("message"))]
+    warnings = table("", ["Code", "Message"], ([f"<code>{esc(w.get('code'))}</code>", esc(w.get("message"))]
                                                        for w in record.warnings), "No warnings.")
-    alerts = table("Alerts sent", ["Target", "Event", "Status", "Attempts", "Detail"],
+    alerts = table("", ["Target", "Event", "Status", "Attempts", "Detail"],
                    ([esc(a.get("target")), esc(a.get("event")), status(str(a.get("status"))), esc(a.get("attempts")),
                      esc(a.get("detail", ""))] for a in record.alerts), "No alerts for this run.")
     body = about + error + "<h2>Files</h2>" + files + "<h2>Warnings</h2>" + warnings + "<h2>Alerts</h2>" + alerts
