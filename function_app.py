@@ -80,3 +80,23 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="runs/{run_id}", methods=["GET"])
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     return _respond("get_run", req)
+
+
+def _console(view: str, req: func.HttpRequest) -> func.HttpResponse:
+    status, page, headers = api.console(Settings.load(), view, dict(req.route_params), dict(req.params))
+    return func.HttpResponse(page, status_code=status, mimetype="text/html", charset="utf-8", headers=headers)
+
+
+@app.route(route="console", methods=["GET"])
+def console(req: func.HttpRequest) -> func.HttpResponse:
+    return _console("index", req)
+
+
+@app.route(route="console/activations/{id}", methods=["GET"])
+def console_activation(req: func.HttpRequest) -> func.HttpResponse:
+    return _console("activation", req)
+
+
+@app.route(route="console/runs/{run_id}", methods=["GET"])
+def console_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _console("run", req)

@@ -112,5 +112,13 @@ _OPERATIONS = {
 }
 
 
+def console(settings: Settings, view: str, params: dict[str, str], query: dict[str, str]) -> tuple[int, str,
+                                                                                                  dict[str, str]]:
+    """A console page (core/console.py): (status, HTML, headers); `view` is index, activation or run."""
+    from .console import render
+
+    return render(Services(settings), view, params, query)
+
+
 def dumps(body: Any) -> str:
     return json.dumps(body, indent=2)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from croniter import croniter
@@ -22,6 +22,9 @@ from . import naming
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
 from .units import parse_size
+
+if TYPE_CHECKING:
+    from .alerts import Alerts
 
 ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 RUN_TYPES = ("full_only", "full_then_delta")
@@ -120,6 +123,7 @@ class Catalog:
     destinations: Mapping[str, Destination]
     activations: Mapping[str, Activation]
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    alerts: Alerts | None = None    # the `alerts` section (core/alerts.py)
 
     def activation(self, activation_id: str) -> Activation:
         from .errors import NotFound
@@ -275,7 +279,7 @@ def parse_catalog_partly(doc: Any, base_dir: Path | None = None) -> tuple[Catalo
     top = _Reader(problems, "", doc)
     top.path = "catalog"
     sections = ("sources", "models", "segments", "destinations", "activations")
-    top.known(sections)
+    top.known((*sections, "alerts"))
     raw = {name: _section(problems, top.raw, name) for name in sections}
 
     sources = {k: _source(problems, k, v, base_dir) for k, v in raw["sources"].items()}
@@ -286,7 +290,10 @@ def parse_catalog_partly(doc: Any, base_dir: Path | None = None) -> tuple[Catalo
         k: _activation(problems, k, v, models, segments, destinations, sources)
         for k, v in raw["activations"].items()
     }
-    return Catalog(sources, models, segments, destinations, activations, document=doc), problems
+    from .alerts import parse_alerts  # alerts.py reads fields with this module's _Reader
+
+    alerts = parse_alerts(problems, top.raw.get("alerts"), raw["activations"])
+    return Catalog(sources, models, segments, destinations, activations, document=doc, alerts=alerts), problems
 
 
 def _section(problems: list[Problem], doc: Mapping[str, Any], name: str) -> dict[str, Any]:

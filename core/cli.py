@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("activation")
     runs.add_argument("--limit", type=_positive, default=20, metavar="N",
                       help="how many runs to show, newest first (a whole number of at least 1; default 20)")
+    console = sub.add_parser("console", help="serve the run console on 127.0.0.1 against the configured storage")
+    console.add_argument("--port", type=int, default=7071, help="port to listen on (default 7071; 0 = any free)")
+    console.add_argument("--run-queued", action="store_true", help="also run queued runs, like the Functions runner")
     return parser
 
 
@@ -234,6 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load()
         if args.command == "validate":
             return _validate(args.catalog, settings, args.probe)
+        if args.command == "console":
+            from .console_server import server
+
+            httpd = server(settings, args.port, run_queued=args.run_queued)
+            print(f"console: http://127.0.0.1:{httpd.server_address[1]}/api/console (Ctrl-C stops)", file=sys.stderr,
+                  flush=True)
+            with contextlib.suppress(KeyboardInterrupt), httpd:
+                httpd.serve_forever()
+            return 0
         services = Services(settings)
         if args.command == "apply":
             return _apply(args.catalog, services)

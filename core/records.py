@@ -53,6 +53,7 @@ class RunRecord:
     files: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     error: dict[str, str] | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # delivery outcomes (core/alerts.py)
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.append({"code": code, "message": message})
@@ -71,6 +72,7 @@ class RunRecord:
             "files": list(self.files),
             "warnings": list(self.warnings),
             "error": self.error,
+            "alerts": list(self.alerts),
         }
 
     @classmethod
@@ -85,4 +87,5 @@ class RunRecord:
             status=doc["status"], started_at=when("started_at"), finished_at=when("finished_at"),
             full=bool(doc.get("full", True)), rows=Rows(**doc.get("rows", {})), files=list(doc.get("files", [])),
             warnings=list(doc.get("warnings", [])), error=doc.get("error"),
+            alerts=list(doc.get("alerts", [])),
         )

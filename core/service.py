@@ -24,6 +24,7 @@ from pathlib import Path
 
 from croniter import croniter
 
+from . import alerts
 from .catalog import Catalog, load_catalog
 from .engine import Run, RunResult
 from .errors import CatalogError, DuplicateRun, NotFound, RunInProgress
@@ -80,7 +81,7 @@ async def run_activation(
     settings: Settings, catalog: Catalog, activation_id: str, *, logical_time: datetime | None = None,
     trigger: str = "manual", run_id: str | None = None, services: Services | None = None,
     progress: Callable[[int, int], None] | None = None, retries: int | None = None,
-    record: RunRecord | None = None,
+    record: RunRecord | None = None, alert: bool = True,
 ) -> RunResult:
     """Run one activation now, in-process. With `services`, the run holds the activation's lease and
     its record is kept in the history. A caller that passes its own `record` can still read it when
@@ -108,6 +109,8 @@ async def run_activation(
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
         runs.save(result.record)
+        if alert:  # after the record is saved; bounded, never raises
+            await alerts.notify(services, catalog, result.record)
         return result
     finally:
         leases.release(activation_id, record.run_id)
@@ -196,7 +199,7 @@ async def handle_run_message(settings: Settings, body: str, *, dequeue_count: in
     catalog = services.catalog()
     try:
         result = await run_activation(settings, catalog, activation_id, logical_time=logical_time, trigger=trigger,
-                                      run_id=run_id, services=services)
+                                      run_id=run_id, services=services, alert=False)
     except DuplicateRun as exc:
         log.info("%s: dropping the duplicate message", exc.message)
         return None
@@ -206,13 +209,16 @@ async def handle_run_message(settings: Settings, body: str, *, dequeue_count: in
         # The host retries the message: record it as queued again, with the error seen.
         result.record.status = "queued"
         services.runs.save(result.record)
+    if result.record.status != "queued":  # a retried run alerts only once it ended for good
+        await alerts.notify(services, catalog, result.record)
     return result
 
 
 def mark_poisoned(settings: Settings, body: str) -> RunRecord:
     """A message reached the poison queue: its run ends as failed (if it was not already recorded so)."""
     activation_id, logical_time, run_id, trigger = parse_run_message(body)
-    runs = Services(settings).runs
+    services = Services(settings)
+    runs = services.runs
     try:
         record = runs.get(run_id)
     except NotFound:
@@ -223,6 +229,7 @@ def mark_poisoned(settings: Settings, body: str) -> RunRecord:
         record.error = {"code": "poisoned", "message": f"the run was given up after {MAX_DEQUEUE} attempts{last}"}
         record.finished_at = datetime.now(UTC)
         runs.save(record)
+        alerts.notify_poisoned(services, record)
     return record
 
 

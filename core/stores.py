@@ -30,7 +30,7 @@ from .records import RunRecord
 from .settings import Settings
 from .storage import table_service
 
-SECTIONS = ("sources", "models", "segments", "destinations", "activations")
+SECTIONS = ("sources", "models", "segments", "destinations", "activations", "alerts")  # alerts: targets, rules
 MAX_TIME = 10**13  # milliseconds; RowKey = MAX_TIME - start, so newer runs sort first
 
 

@@ -48,6 +48,7 @@ def test_timer_queue_and_http_bindings() -> None:
         ("PUT", "catalog"), ("GET", "activations"), ("GET", "activations/{id}"),
         ("POST", "activations/{id}/run"), ("POST", "activations/{id}/preview"), ("POST", "activations/{id}/reset"),
         ("GET", "activations/{id}/runs"), ("GET", "runs/{run_id}"),
+        ("GET", "console"), ("GET", "console/activations/{id}"), ("GET", "console/runs/{run_id}"),
     ])
     for function in FUNCTIONS.values():  # what the host indexes
         assert function.get_dict_repr()["scriptFile"] == "function_app.py"
