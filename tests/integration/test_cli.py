@@ -227,3 +227,30 @@ def test_validate_probe_reports_static_and_column_problems_together(tmp_path: Pa
         "last_name, email, phone, age, country, plan, vip, lifetime_value, signup_date, last_seen_at, notes, "
         "is_active",
     ]
+
+
+def test_gzip_parts_in_azure_are_bounded_as_stored_and_served_as_gzip(tmp_path: Path, demo_db: Path,
+                                                                       env: dict[str, str]) -> None:
+    import gzip
+
+    import duckdb
+    from azure.storage.blob import BlobServiceClient
+
+    limit = 500_000
+    path = write_catalog(tmp_path / "catalog.yaml", lake_catalog(
+        str(demo_db), container="gzipped", compression="gzip", max_file_size=limit))
+    result = cli("run", "to_lake", "--catalog", str(path), env=env)
+    record = run_record(result)
+    assert result.returncode == 0, record["error"]
+    container = BlobServiceClient.from_connection_string(env["CLI_STORAGE"]).get_container_client("gzipped")
+    blobs = sorted(container.list_blobs(), key=lambda b: b.name)
+    assert [b.name for b in blobs] == [f["path"] for f in record["files"]] and len(blobs) > 3
+    for blob in blobs:
+        assert blob.content_settings.content_type == "application/gzip"
+        assert blob.content_settings.content_encoding is None
+        assert blob.size <= limit
+    assert min(b.size for b in blobs[:-1]) >= limit * 0.99  # filled to the limit as stored
+    for blob in blobs:
+        (tmp_path / blob.name.removesuffix(".gz")).write_bytes(gzip.decompress(container.download_blob(blob.name).readall()))
+    rows = duckdb.sql(f"select count(*), count(distinct customer_id) from read_csv('{tmp_path}/customers-*.csv')")
+    assert rows.fetchone() == (100_000, 100_000)
