@@ -17,14 +17,16 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .catalog import Catalog, check_columns, deployment_warnings, load_catalog, load_catalog_partly, parse_text
-from .engine import RunResult
 from .errors import CatalogError, CatalogInvalid, FilecastError, Problem, SettingError
 from .records import RunRecord, new_run_id, parse_time
-from .service import Services, preview_activation, preview_json, record_json, reset_activation, run_activation
 from .settings import Settings
+
+if TYPE_CHECKING:  # the run machinery (pyarrow, DuckDB, the SDKs) loads once a command needs it
+    from .catalog import Catalog
+    from .engine import RunResult
+    from .service import Services
 
 BAD_INPUT = (CatalogError, SettingError)
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -133,6 +135,7 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
     """Checks that need the sources: each model's query runs (described, not read), and primary keys,
     mapped columns and segment filters (columns and value types) fit the real schemas. Objects with
     problems of their own (`known`) are left out, so this runs alongside the static checks."""
+    from .catalog import check_columns
     from .engine import format_problems
     from .mapping import Mapper
     from .segments import check_segment
@@ -199,6 +202,8 @@ def _exit_code(result: RunResult) -> int:
 
 
 def _validate(path: str, settings: Settings, with_probe: bool) -> int:
+    from .catalog import load_catalog, load_catalog_partly
+
     if with_probe:
         catalog, problems = load_catalog_partly(path)
         problems = problems + probe(catalog, settings, problems)
@@ -211,6 +216,8 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
 
 
 def _apply(path: str, services: Services) -> int:
+    from .catalog import deployment_warnings, parse_text
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -247,6 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(KeyboardInterrupt), httpd:
                 httpd.serve_forever()
             return 0
+        from .service import (
+            Services,
+            preview_activation,
+            preview_json,
+            record_json,
+            reset_activation,
+            run_activation,
+        )
+
         services = Services(settings)
         if args.command == "apply":
             return _apply(args.catalog, services)
@@ -281,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler.progress is not None:
             handler.progress.clear()
         if record is not None and record.error is not None:
-            print(record_json(record))
+            print(json.dumps(record.as_dict(), indent=2))
             print(f"interrupted: {record.error['message']}", file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)
