@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("azure", "aioftp", "urllib3"):
+    for noisy in ("azure", "aioftp", "urllib3", "asyncssh"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -127,8 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.load()
         if args.command == "validate":
+            from .destinations.sftp_probe import probe_host_keys
+
+            keys, key_problems = probe_host_keys(args.catalog) if args.probe else ([], [])
+            for line in keys:  # SFTP: each server's key and the `host_key` line to paste, before any pin exists
+                print(line, file=sys.stderr)
             catalog = load_catalog(args.catalog)
-            problems = probe(catalog, settings) if args.probe else []
+            problems = key_problems + probe(catalog, settings) if args.probe else []
             if problems:
                 raise CatalogInvalid(problems)
             print(f"{args.catalog}: valid ({len(catalog.activations)} activations)", file=sys.stderr)

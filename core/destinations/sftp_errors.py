@@ -102,9 +102,10 @@ def sftp_reply_error(context: SftpContext, action: str, path: str | None, exc: a
 def host_key_error(context: SftpContext) -> DestinationError:
     pinned = ", ".join(f"`{p}`" for p in context.pinned) or "none"
     return context.error(
-        f"the host key of {context.host} is `{context.seen}` ({context.seen_type}), not the pinned {pinned}: nothing was sent to it. If "
-        f"the server's key changed on purpose, set `host_key` of destination `{context.id}` to `{context.seen}` "
-        "(`python -m core validate --probe` prints it); otherwise the connection may be intercepted",
+        f"the host key of {context.host} is `{context.seen}` ({context.seen_type}), not the pinned {pinned}: "
+        f"nothing was sent to it. If the server's key changed on purpose, set `host_key` of destination "
+        f"`{context.id}` to `{context.seen}` (`python -m core validate --probe` prints it); otherwise the "
+        "connection may be intercepted",
         "host_key_mismatch")
 
 
