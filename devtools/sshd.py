@@ -148,7 +148,8 @@ class Sshd(Service):
         self.log_path = site.base / f"sshd-{port}.log"
         names = " ".join(u.name for u in site.users)
         lines = [
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}", f"PidFile {site.base}/sshd-{port}.pid",
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+            f"PidFile {site.base}/sshd-{port}.pid",
             "UsePAM no", "PasswordAuthentication yes", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             f"AuthorizedKeysFile {site.base}/authorized_keys/%u", "StrictModes no", "PermitRootLogin no",
             f"AllowUsers {names}", "MaxStartups 50:30:100", "MaxSessions 50", "MaxAuthTries 10",

@@ -131,7 +131,7 @@ def map_sftp_errors(context: SftpContext, action: str, path: str | None = None) 
             "check the username and " + ("that the key's public half is in the user's `authorized_keys`"
                                          if context.key_setting else "the password"),
             "authentication_failed") from exc
-    except asyncssh.KeyImportError as exc:
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
         raise context.error(
             f"app setting `{context.key_setting}` of destination `{context.id}` does not hold a usable private key "
             f"({exc}): paste the whole key, BEGIN and END lines included, in OpenSSH or PEM format"
