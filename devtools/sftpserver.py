@@ -46,7 +46,7 @@ class Disk:
     """Bytes written to the server so far, for `Faults.space`."""
 
     used: int = 0
-    drops: int = 0
+    drops: int = 0          # connections cut by `drop_after`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -71,14 +71,17 @@ class FaultySftpServer(asyncssh.SFTPServer):
         super().__init__(chan, chroot=str(root).encode())
         self.faults, self.disk = faults, disk
         self.written = 0
+        self.dropped = False
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
         faults = self.faults
         if faults.rate:
             await asyncio.sleep(len(data) / faults.rate)
         if faults.drop_after is not None and self.written + len(data) > faults.drop_after:
-            self.disk.drops += 1
-            self.connection.abort()
+            if not self.dropped:  # writes already in flight land here too
+                self.dropped = True
+                self.disk.drops += 1
+                self.connection.abort()
             raise asyncssh.SFTPConnectionLost("cut off by the test server")
         if faults.space is not None:
             with self.disk.lock:
