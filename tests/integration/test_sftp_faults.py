@@ -25,8 +25,18 @@ from devtools.sftpserver import Faults, SftpTestServer
 from tests.helpers import cli as run_cli
 from tests.helpers import run_record, write_catalog
 
-from .test_ftp_destination import (AT, SMALL, background_cli, catalog, csv_rows, failed, finished, leftovers, md5,
-                                   wait_for_temp)
+from .test_ftp_destination import (
+    AT,
+    SMALL,
+    background_cli,
+    catalog,
+    csv_rows,
+    failed,
+    finished,
+    leftovers,
+    md5,
+    wait_for_temp,
+)
 
 PASSWORD = "p-" + secrets.token_urlsafe(10)
 
