@@ -65,7 +65,8 @@ def main() -> int:
         catalog = WORK / "catalog.yaml"
         catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
         env = dict(os.environ, FILECAST_LOCAL_SETTINGS=os.devnull, AzureWebJobsStorage=azurite.connection_string,
-                   DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password, DEMO_SFTP_PASSWORD=password, PYTHONPATH=str(REPO))
+                   DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password,
+                   DEMO_SFTP_PASSWORD=password, PYTHONPATH=str(REPO))
 
         banner("python -m core validate --probe examples/catalog.yaml")
         if core("validate", "--probe", str(catalog), env=env).returncode != 0:
