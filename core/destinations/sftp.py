@@ -232,7 +232,7 @@ class SftpDestination:
         self.sftp: asyncssh.SFTPClient = None  # type: ignore[assignment]  # set by connect()
         self.block = BLOCK
         self.folders: set[str] = set()
-        self.listed: set[str] = set()
+        self.listed: dict[str, list[Any]] = {}  # folder → its temporary files, listed once per run
 
     async def call(self, awaitable: Any) -> Any:
         """One SFTP request, bounded by the timeout."""
@@ -314,24 +314,30 @@ class SftpDestination:
 
     async def _sweep(self, folder: str, name: str) -> None:
         """Delete temporary files a crashed run left for this target (or any, after a day); best effort."""
-        first = folder not in self.listed
-        self.listed.add(folder)
+        if folder not in self.listed:
+            self.listed[folder] = []
+            try:
+                entries = await self.call(self.sftp.readdir(folder or "."))
+            except Exception as exc:
+                log.info("could not list `%s` on %s to clean up old temporary files: %s", folder, self.context.host,
+                         exc)
+                return
+            self.listed[folder] = [e for e in entries if TEMP.match(str(e.filename))]
         cutoff = (datetime.now(UTC) - STALE_AFTER).timestamp()
-        try:
-            entries = await self.call(self.sftp.readdir(folder or "."))
-        except Exception as exc:
-            log.info("could not list `%s` on %s to clean up old temporary files: %s", folder, self.context.host, exc)
-            return
-        for entry in entries:
+        keep = []
+        for entry in self.listed[folder]:
             match = TEMP.match(str(entry.filename))
             mtime = entry.attrs.mtime
-            if match and (match["target"] == name or (first and mtime is not None and mtime < cutoff)):
+            if not match or not (match["target"] == name or (mtime is not None and mtime < cutoff)):
+                keep.append(entry)
+            else:
                 stale = str(entry.filename) if folder in ("", ".") else f"{folder.rstrip('/')}/{entry.filename}"
                 try:
                     await self.call(self.sftp.remove(stale))
                     log.info("removed `%s`, left on %s by an earlier failed run", stale, self.context.host)
                 except Exception as exc:
                     log.info("could not remove the old temporary file `%s` on %s: %s", stale, self.context.host, exc)
+        self.listed[folder] = keep
 
     async def check_space(self, folder: str, path: str, failure: asyncssh.SFTPError) -> None:
         """OpenSSH answers a full disk with a bare `Failure`: ask the file system (statvfs@openssh.com)."""

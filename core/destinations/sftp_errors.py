@@ -152,6 +152,9 @@ def map_sftp_errors(context: SftpContext, action: str, path: str | None = None) 
                 else "the server or the network stopped answering")
         raise context.error(f"no answer from {host} within {context.timeout:g} s during {action}{target}: {hint}",
                             "timeout", transient=True) from exc
+    except asyncssh.KeyExchangeFailed as exc:
+        raise context.error(f"{host} and Filecast share no SSH algorithm ({exc.reason}): the server needs a "
+                            "current key exchange, cipher and host key type", "ssh_negotiation_failed") from exc
     except (asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
         raise context.error(f"the SFTP connection to {host} broke during {action}{target}: {exc.reason}",
                             "connection_lost", transient=True) from exc

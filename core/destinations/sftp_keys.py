@@ -93,7 +93,8 @@ def private_key(text: str, passphrase: str | None) -> asyncssh.SSHKey:
     return asyncssh.import_private_key(text.strip() + "\n", passphrase or None)
 
 
-async def server_key(host: str, port: int, timeout: float) -> asyncssh.SSHKey | None:
-    """The key a server presents by default (what a pin must match); nothing is authenticated."""
-    options = asyncssh.SSHClientConnectionOptions(config=None, known_hosts=None, connect_timeout=timeout)
+async def server_key(host: str, port: int, timeout: float, algorithms: Sequence[str] = ()) -> asyncssh.SSHKey | None:
+    """The key a server presents to a destination with these pins (`Pins.algorithms`); no login."""
+    options = asyncssh.SSHClientConnectionOptions(config=None, known_hosts=None, connect_timeout=timeout,
+                                                  server_host_key_algs=list(algorithms) or ())
     return await asyncssh.get_server_host_key(host, port, options=options)

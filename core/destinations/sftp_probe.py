@@ -29,9 +29,12 @@ async def _probe(did: str, raw: dict[str, Any], lines: list[str], problems: list
     port: int = raw["port"] if isinstance(raw.get("port"), int) else 22
     host = raw["host"]
     context = SftpContext(Destination(did, "sftp", host=host, port=port), [], TIMEOUT)
+    entries = raw.get("host_key")
+    entries = [entries] if isinstance(entries, str) else entries if isinstance(entries, list) else []
+    pinned_keys = pins([str(e) for e in entries])
     try:
         with map_sftp_errors(context, "connect"):
-            key = await asyncio.wait_for(server_key(host, port, TIMEOUT), TIMEOUT)
+            key = await asyncio.wait_for(server_key(host, port, TIMEOUT, pinned_keys.algorithms), TIMEOUT)
     except DestinationError as exc:
         problems.append(Problem(f"destinations.{did}", exc.message))
         return
@@ -39,12 +42,7 @@ async def _probe(did: str, raw: dict[str, Any], lines: list[str], problems: list
         problems.append(Problem(f"destinations.{did}", f"{host}:{port} presented no host key to pin"))
         return
     seen, line = fingerprint(key), known_hosts_line(host, port, key)
-    entries = raw.get("host_key")
-    entries = [entries] if isinstance(entries, str) else entries if isinstance(entries, list) else []
-    try:
-        pinned = seen in pins([str(e) for e in entries]).fingerprints
-    except FilecastError:
-        pinned = False
+    pinned = seen in pinned_keys.fingerprints
     state = "pinned" if pinned else ("NOT pinned" if entries else "no `host_key` yet")
     lines.append(f"destinations.{did}: {host}:{port} presents host key {seen} ({key.get_algorithm()}), {state}; "
                  f"to pin it, set\n    host_key: \"{seen}\"\n  or the known_hosts line\n    host_key: \"{line}\"")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,19 @@ def test_a_reader_never_sees_a_partial_file(server: Any, demo_db: Path, tmp_path
     assert temps, "the reader never saw the upload in progress"
     assert set(seen) <= {old, new}, "a reader saw the target with content that is neither the old nor the new file"
     assert seen[old] > 10 and leftovers(stored.parent) == []
+
+
+def test_the_next_run_removes_what_a_crash_left(server: Any, demo_db: Path, tmp_path: Path) -> None:
+    sftp = server()
+    folder = sftp.root / "crashed"
+    folder.mkdir(parents=True)
+    mine = folder / ".export.csv.0badf00d.filecast-tmp"        # this target's, from a crashed run
+    stale = folder / ".other.csv.0badcafe.filecast-tmp"        # another file's, two days old
+    fresh = folder / ".other.csv.0dadbeef.filecast-tmp"        # another file's, maybe a run in progress
+    for path in (mine, stale, fresh):
+        path.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    result, _ = run(tmp_path, demo_db, sftp, sql=SMALL, folder="crashed")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "export.csv"]
+    assert f"removed `crashed/{mine.name}`, left on 127.0.0.1:{sftp.port} by an earlier failed run" in result.stderr
