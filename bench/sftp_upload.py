@@ -15,7 +15,8 @@ hits both alike), uploads the same `--mb` MB of incompressible bytes twice to th
 Both clocks run over the whole session, connection and authentication included. The server
 writes into a tmpfs mounted on the user's login directory (so the disk is not measured), and
 each file is deleted after its round, off the clock. Printed: MB/s of each (1 MB = 10^6 bytes),
-the ratio filecast / openssh per round and its median, and the load average before and after.
+the ratio filecast / openssh per round and its median, each client's CPU seconds (the `sftp` and
+`ssh` processes; this process), and the load average before and after.
 
 Target (issue 17): filecast >= 0.8 x openssh.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -44,6 +46,11 @@ from devtools.sshd import Sshd, SshdSite  # noqa: E402
 
 MB = 1_000_000
 TARGET = 0.8
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def openssh_put(sshd: Sshd, site: SshdSite, user: str, source: Path, name: str, work: Path) -> float:
@@ -101,23 +108,27 @@ def main() -> None:
           f"{args.chunk_kib} KiB, {args.rounds} interleaved rounds; load average {fmt_load(load_before)}")
     ratios: list[float] = []
     rates: dict[str, list[float]] = {"openssh": [], "filecast": []}
+    cpu: dict[str, list[float]] = {"openssh": [], "filecast": []}
     try:
         for round_ in range(args.rounds):
             order = ("openssh", "filecast") if round_ % 2 == 0 else ("filecast", "openssh")
             seconds: dict[str, float] = {}
             for who in order:
                 name = f"{who}-{round_}.bin"
+                used = children_cpu() if who == "openssh" else time.process_time()
                 if who == "openssh":
                     seconds[who] = openssh_put(sshd, site, user, source, name, work)
                 else:
                     seconds[who] = asyncio.run(filecast_put(config, password, total, chunk, name))
+                cpu[who].append((children_cpu() if who == "openssh" else time.process_time()) - used)
                 assert (home / name).stat().st_size == total
                 (home / name).unlink()
                 rates[who].append(total / seconds[who] / MB)
             ratio = seconds["openssh"] / seconds["filecast"]
             ratios.append(ratio)
             print(f"  round {round_ + 1}: openssh {rates['openssh'][-1]:6.0f} MB/s   filecast "
-                  f"{rates['filecast'][-1]:6.0f} MB/s   ratio {ratio:.2f}   (load {fmt_load(os.getloadavg())})",
+                  f"{rates['filecast'][-1]:6.0f} MB/s   ratio {ratio:.2f}   (client CPU s: openssh "
+                  f"{cpu['openssh'][-1]:.2f}, filecast {cpu['filecast'][-1]:.2f}; load {fmt_load(os.getloadavg())})",
                   flush=True)
     finally:
         sshd.stop()
