@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -28,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .services import FtpUser, Service, ServiceUnavailable, descendants, free_port, wait_for_port
-from .vsftpd import ensure_system_user
+from .vsftpd import VsftpdSite, ensure_system_user
 
 PARENT = Path("/var/lib/filecast-sshd")
 PRIVSEP = Path("/run/sshd")
@@ -56,26 +54,24 @@ def keygen(path: Path, args: list[str], passphrase: str = "", comment: str = "fi
 
 
 @dataclass
-class SshdSite:
-    """Files, users and keys every sshd of a session serves."""
+class SshdSite(VsftpdSite):
+    """Files, users and keys every sshd of a session serves (`owner_of`, `remove` as vsftpd's)."""
 
-    base: Path
-    root: Path                                   # `/` of every user (the chroot)
-    users: list[FtpUser]
-    created: list[str] = field(default_factory=list)
     keys: dict[str, Path] = field(default_factory=dict)        # client key name → private key file
     passphrases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, users: list[FtpUser]) -> SshdSite:
-        """A new root; the first user whose `perm` has `w` is the writer and gets the client keys."""
+    def create(cls, users: list[FtpUser], *, parent: Path | None = None) -> SshdSite:
+        """A new root under `parent` (root-owned, default PARENT); the first user whose `perm` has `w`
+        is the writer and gets the client keys."""
         sshd_binary()
         if os.geteuid() != 0:
             raise ServiceUnavailable("the sshd tests create local users and chroot them, which needs root")
-        PARENT.mkdir(mode=0o755, exist_ok=True)
-        os.chown(PARENT, 0, 0)
-        PARENT.chmod(0o755)
-        base = Path(tempfile.mkdtemp(prefix="site-", dir=PARENT))
+        parent = parent or PARENT
+        parent.mkdir(mode=0o755, exist_ok=True)
+        os.chown(parent, 0, 0)
+        parent.chmod(0o755)
+        base = Path(tempfile.mkdtemp(prefix="site-", dir=parent))
         base.chmod(0o755)
         self = cls(base, base / "root", users)
         self.root.mkdir(mode=0o755)
@@ -115,16 +111,6 @@ class SshdSite:
         writer = next((u for u in self.users if "w" in u.perm), None)
         if writer is not None:
             (authorized / writer.name).write_text("".join(lines))
-
-    def owner_of(self, user_name: str) -> tuple[int, int]:
-        account = pwd.getpwnam(user_name)
-        return account.pw_uid, account.pw_gid
-
-    def remove(self) -> None:
-        """Delete the files and the system users this site created."""
-        for name in self.created:
-            subprocess.run(["userdel", name], capture_output=True)
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass
@@ -184,14 +170,6 @@ class Sshd(Service):
 
     def known_hosts(self) -> str:
         return f"[127.0.0.1]:{self.port} {self.public_key}"
-
-    def kill_sessions(self) -> int:
-        """SIGKILL every connection's processes (the listener keeps running); returns how many."""
-        pids = descendants(self.process.pid) if self.process is not None else []
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return len(pids)
 
     def stop(self) -> None:
         sessions = descendants(self.process.pid) if self.process is not None else []

@@ -18,6 +18,7 @@ import asyncssh
 
 from ..catalog import Destination as DestinationConfig
 from ..errors import DestinationError
+from .messages import broken, permission_denied, refused, unknown_host
 
 SPACE_WORDS = re.compile(r"no space|disk full|quota|storage|insufficient", re.IGNORECASE)
 WRITE_ACTIONS = ("write", "create folder", "rename", "replace", "delete")
@@ -80,16 +81,7 @@ def sftp_reply_error(context: SftpContext, action: str, path: str | None, exc: a
             f"the SFTP server {host} could not store{target}{said}: its disk is full or the user's quota is "
             "exhausted; free space on the server or raise the quota", "disk_full", transient=True)
     if isinstance(exc, asyncssh.SFTPPermissionDenied | asyncssh.SFTPWriteProtect) and action in WRITE_ACTIONS:
-        folder = str(PurePosixPath(path).parent) if path and action != "create folder" else path or "."
-        where = context.absolute(folder)
-        if action == "create folder":
-            parent = str(PurePosixPath(where).parent)
-            return context.error(
-                f"permission denied to create folder{target} on {host}{said}: the SFTP user `{context.user}` "
-                f"needs write access to `{parent}`, or create `{where}` for it", "permission_denied")
-        return context.error(
-            f"permission denied to {action}{target} on {host}{said}: the SFTP user `{context.user}` needs write "
-            f"access to the folder and the file (the folder is `{where}` on the server)", "permission_denied")
+        return permission_denied(context, "SFTP", action, path, said)
     if isinstance(exc, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
         return context.error(f"SFTP {action}{target} failed on {host}: no such file or folder{said}",
                              "not_found")
@@ -139,14 +131,9 @@ def map_sftp_errors(context: SftpContext, action: str, path: str | None = None) 
                if context.passphrase_setting else "; an encrypted key needs `passphrase_setting`"),
             "invalid_private_key") from exc
     except socket.gaierror as exc:
-        if exc.errno == socket.EAI_AGAIN:
-            raise context.error(f"could not resolve the SFTP host `{context.hostname}` (DNS did not answer)",
-                                "unknown_host", transient=True) from exc
-        raise context.error(f"unknown SFTP host `{context.hostname}`: check the destination's `host`",
-                            "unknown_host") from exc
+        raise unknown_host(context, "SFTP", exc) from exc
     except ConnectionRefusedError as exc:
-        raise context.error(f"connection refused by {host}: check `host`, `port` and that the SFTP server is "
-                            "running", "connection_refused", transient=True) from exc
+        raise refused(context, "SFTP") from exc
     except TimeoutError as exc:
         hint = ("check `host`, `port` and the firewall" if action == "connect"
                 else "the server or the network stopped answering")
@@ -159,6 +146,4 @@ def map_sftp_errors(context: SftpContext, action: str, path: str | None = None) 
         raise context.error(f"the SFTP connection to {host} broke during {action}{target}: {exc.reason}",
                             "connection_lost", transient=True) from exc
     except (OSError, EOFError, ConnectionError) as exc:
-        raise context.error(f"the SFTP connection to {host} broke during {action}{target}: "
-                            f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__}",
-                            "connection_lost", transient=True) from exc
+        raise broken(context, "SFTP", action, path, exc) from exc
