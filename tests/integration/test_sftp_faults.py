@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.helpers import run_record, write_catalog
 from .test_ftp_destination import (
     AT,
     SMALL,
+    Watcher,
     background_cli,
     catalog,
     csv_rows,
@@ -157,28 +157,10 @@ def test_a_reader_never_sees_a_partial_file(server: Any, demo_db: Path, tmp_path
     old = md5(stored)
     path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination(sftp), folder="watched"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env={"SFTP_PW": PASSWORD})
-    seen: dict[str, int] = {}
-    temps: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                content = stored.read_bytes()
-            except FileNotFoundError:
-                content = b"<absent>"
-            digest = hashlib.md5(content).hexdigest()
-            seen[digest] = seen.get(digest, 0) + 1
-            temps.update(p.name for p in stored.parent.glob(".*.filecast-tmp"))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with Watcher(stored) as watcher:
         assert wait_for_temp(stored.parent, process, 1_000_000) is not None
         result, record = finished(process)
-    finally:
-        stop.set()
-        watcher.join()
+    seen, temps = watcher.seen, watcher.temps
     assert result.returncode == 0, result.stderr
     new = md5(stored)
     assert new != old and csv_rows(stored) == 100_000 and record["files"][0]["md5"] == new
