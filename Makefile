@@ -6,7 +6,7 @@ AZURITE_VERSION ?= 3.37.0
 PY := $(VENV)/bin/python
 export FILECAST_TOOLS := $(TOOLS)
 # Debian packages the integration tests use (FTP, SFTP, PostgreSQL servers, GnuPG, a browser).
-DEBIAN_PACKAGES := vsftpd postgresql openssh-server gnupg chromium chromium-driver
+DEBIAN_PACKAGES := vsftpd postgresql openssh-server openssh-client gnupg chromium chromium-driver
 
 .PHONY: setup system-packages demo test test-unit lint deploy-check clean
 

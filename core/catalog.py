@@ -67,8 +67,8 @@ class Segment:
 @dataclass(frozen=True)
 class Destination:
     id: str
-    type: str                                # ftp | azure_blob
-    # ftp
+    type: str                                # ftp | sftp | azure_blob
+    # ftp (host, port, username, password_setting also sftp)
     host: str | None = None
     port: int | None = None
     username: str | None = None
@@ -76,6 +76,10 @@ class Destination:
     tls: str = "none"
     passive: bool = True
     ca_file: str | None = None          # CA certificates to trust for FTPS (relative to the catalog)
+    # sftp
+    private_key_setting: str | None = None   # app setting holding an OpenSSH or PEM private key
+    passphrase_setting: str | None = None    # app setting holding that key's passphrase
+    host_key: tuple[str, ...] = ()           # pinned: `SHA256:` fingerprints or known_hosts lines
     # azure_blob
     container: str | None = None
     connection_setting: str | None = None
@@ -410,10 +414,14 @@ def _segment(problems: list[Problem], sid: str, raw: Any, models: Mapping[str, M
 
 def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | None = None) -> Destination:
     r = _Reader(problems, f"destinations.{did}", raw)
-    kind = r.choice("type", ("ftp", "azure_blob"), "ftp") if "type" in r.raw else None
+    kind = r.choice("type", ("ftp", "sftp", "azure_blob"), "ftp") if "type" in r.raw else None
     if kind is None:
-        r.problem("type", "is required: ftp or azure_blob")
+        r.problem("type", "is required: ftp, sftp or azure_blob")
         return Destination(did, "ftp")
+    if kind == "sftp":
+        from .destinations.sftp_config import sftp_destination
+
+        return sftp_destination(r, did)
     if kind == "ftp":
         r.known(("type", "host", "port", "username", "password_setting", "tls", "passive", "ca_file"))
         tls = r.choice("tls", TLS_MODES, "none")

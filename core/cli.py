@@ -121,7 +121,7 @@ def _configure_logging() -> _LogHandler:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("azure", "aioftp", "urllib3"):
+    for noisy in ("azure", "aioftp", "urllib3", "asyncssh"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler
 
@@ -205,8 +205,13 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
     from .catalog import load_catalog, load_catalog_partly
 
     if with_probe:
+        from .destinations.sftp_probe import probe_host_keys
+
+        keys, key_problems = probe_host_keys(path)
+        for line in keys:  # SFTP: each server's key and the `host_key` line to paste, before any pin exists
+            print(line, file=sys.stderr)
         catalog, problems = load_catalog_partly(path)
-        problems = problems + probe(catalog, settings, problems)
+        problems = problems + key_problems + probe(catalog, settings, problems)
         if problems:
             raise CatalogInvalid(problems)
     else:

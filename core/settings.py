@@ -15,6 +15,7 @@ Settings Filecast reads itself:
 | `FILECAST_TABLE_PREFIX` | `filecast` | prefix of the catalog, runs, state and lease tables |
 | `FILECAST_STATE_CONTAINER` | `filecast-state` | blob container for bulky delta state |
 | `FILECAST_FTP_TIMEOUT` | `30` | seconds an FTP connection, command or transfer may stall (0 to 3600) |
+| `FILECAST_SFTP_TIMEOUT` | `30` | seconds an SFTP connection or request may stall (0 to 3600) |
 
 Secrets are named by catalog fields ending in `_setting`; `secret()` resolves them and never
 echoes their value.

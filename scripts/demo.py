@@ -1,9 +1,10 @@
-"""The end-to-end demo: local Azurite and FTP server, the demo DuckDB model, two exports.
+"""The end-to-end demo: local Azurite, FTP and SFTP servers, the demo DuckDB model, three exports.
 
 Run it with `make demo`. It builds `examples/demo.duckdb` (100,000 customers) if missing, starts
-Azurite and an FTP server on free loopback ports, applies `examples/catalog.yaml`, runs the two
-full exports through the CLI, shows the run records, lists the files on both destinations and
-prints the first lines of the CSV. Then the delta: it runs `french_adults_changes` once (every
+Azurite, an FTP server and an SFTP server (asyncssh's, in this process: no root, no sshd) on free
+loopback ports, pins the SFTP server's host key in the catalog, applies `examples/catalog.yaml`,
+runs the three full exports through the CLI, shows the run records, lists the files on every
+destination and prints the first lines of the CSV. Then the delta: it runs `french_adults_changes` once (every
 French adult in `_added`), changes a few customers in a copy of the warehouse, runs it again and
 prints the three change files. It stops the services it started.
 """
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from devtools.services import Azurite, FtpServer, FtpUser  # noqa: E402
+from devtools.sftpserver import SftpTestServer  # noqa: E402
 from examples.make_demo import build  # noqa: E402
 
 WORK = REPO / ".demo"
@@ -55,16 +57,21 @@ def main() -> int:
     warehouse = WORK / "warehouse.duckdb"  # a copy: the delta part of the demo changes rows in it
     shutil.copyfile(database, warehouse)
     password = secrets.token_urlsafe(12)
+    shutil.rmtree(WORK / "sftp", ignore_errors=True)
     with Azurite.start(WORK / "azurite") as azurite, \
-            FtpServer.start(WORK / "ftp" / "root", [FtpUser("alex", password, "/home/alex")]) as ftp:
-        banner(f"Azurite on 127.0.0.1:{azurite.blob_port}, FTP server on 127.0.0.1:{ftp.port}")
+            FtpServer.start(WORK / "ftp" / "root", [FtpUser("alex", password, "/home/alex")]) as ftp, \
+            SftpTestServer(WORK / "sftp" / "home" / "alex", {"alex": password}) as sftp:
+        banner(f"Azurite on 127.0.0.1:{azurite.blob_port}, FTP server on 127.0.0.1:{ftp.port}, SFTP server on "
+               f"127.0.0.1:{sftp.port} (host key {sftp.fingerprint})")
         doc = yaml.safe_load((REPO / "examples" / "catalog.yaml").read_text(encoding="utf-8"))
         doc["sources"]["warehouse"]["database"] = str(warehouse)
         doc["destinations"]["partner_ftp"]["port"] = ftp.port
+        doc["destinations"]["partner_sftp"].update(port=sftp.port, host_key=sftp.fingerprint)
         catalog = WORK / "catalog.yaml"
         catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
         env = dict(os.environ, FILECAST_LOCAL_SETTINGS=os.devnull, AzureWebJobsStorage=azurite.connection_string,
-                   DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password, PYTHONPATH=str(REPO))
+                   DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password,
+                   DEMO_SFTP_PASSWORD=password, PYTHONPATH=str(REPO))
 
         banner("filecast validate --probe examples/catalog.yaml")
         if core("validate", "--probe", str(catalog), env=env).returncode != 0:
@@ -73,7 +80,7 @@ def main() -> int:
         if core("apply", str(catalog), env=env).returncode != 0:
             return 1
         failed = False
-        for activation in ("customers_to_ftp", "customers_to_lake"):
+        for activation in ("customers_to_ftp", "customers_to_sftp", "customers_to_lake"):
             banner(f"filecast run {activation}")
             result = core("run", activation, env=env)
             print(result.stdout)
@@ -90,6 +97,10 @@ def main() -> int:
                     head: list[str] = []
                     client.retrlines(f"RETR {name}", head.append)
                     print("    " + "\n    ".join(head[:4]))
+
+        banner("files on the SFTP server (user alex; published atomically, no temporary file left behind)")
+        for path in sorted((sftp.root / "outbox").iterdir()):
+            print(f"  outbox/{path.name}  {path.stat().st_size} bytes")
 
         banner("blobs in Azurite, container `exports`")
         container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("exports")

@@ -12,6 +12,10 @@ def open_destination(config: DestinationConfig, settings: Settings) -> Destinati
         from .ftp import FtpDestination
 
         return FtpDestination(config, settings)
+    if config.type == "sftp":
+        from .sftp import SftpDestination
+
+        return SftpDestination(config, settings)
     from .azure_blob import AzureBlobDestination
 
     return AzureBlobDestination(config, settings)

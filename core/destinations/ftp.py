@@ -345,8 +345,8 @@ class FtpDestination:
                         "removes it", path, self.context.host, exc)
 
 
-def _timeout_setting(settings: Settings) -> float:
-    raw = settings.get(TIMEOUT_SETTING)
+def _timeout_setting(settings: Settings, name: str = TIMEOUT_SETTING) -> float:
+    raw = settings.get(name)
     if raw is None:
         return TIMEOUT
     try:
@@ -354,7 +354,7 @@ def _timeout_setting(settings: Settings) -> float:
     except ValueError:
         value = 0.0
     if not 0 < value <= 3600:
-        raise DestinationError(f"app setting `{TIMEOUT_SETTING}` must be a number of seconds between 0 and 3600, "
+        raise DestinationError(f"app setting `{name}` must be a number of seconds between 0 and 3600, "
                                f"not `{raw}`", code="invalid_setting")
     return value
 

@@ -15,6 +15,7 @@ import aioftp
 from ..catalog import Destination as DestinationConfig
 from ..errors import DestinationError
 from .ftp_client import DataTlsError, reply_text
+from .messages import broken, permission_denied, refused, unknown_host
 
 TLS_WORDS = re.compile(r"\b(TLS|SSL|encrypt\w*|AUTH|secure)\b", re.IGNORECASE)
 SPACE_WORDS = re.compile(r"no space|disk full|quota|storage|insufficient", re.IGNORECASE)
@@ -81,18 +82,7 @@ def _reply_error(context: FtpContext, action: str, path: str | None, exc: aioftp
             "its disk is full or the user's quota is exhausted; free space on the server or raise the quota",
             "disk_full", transient=transient)
     if code in ("550", "553", "532") and action in WRITE_ACTIONS:
-        folder = str(PurePosixPath(path).parent) if path and action != "create folder" else path or "."
-        where = context.absolute(folder)
-        if action == "create folder":
-            parent = str(PurePosixPath(where).parent)
-            return context.error(
-                f"permission denied to create folder{target} on {host}{said}: the FTP user `{context.user}` "
-                f"needs write access to `{parent}`, or create `{where}` for it", "permission_denied",
-                transient=transient)
-        return context.error(
-            f"permission denied to {action}{target} on {host}{said}: the FTP user `{context.user}` needs write "
-            f"access to the folder and the file (the folder is `{where}` on the server)", "permission_denied",
-            transient=transient)
+        return permission_denied(context, "FTP", action, path, said, transient=transient)
     if code == "421":
         return context.error(f"the FTP server {host} closed the connection during {action}{target}{said}",
                              "connection_lost", transient=True)
@@ -116,14 +106,9 @@ def map_ftp_errors(context: FtpContext, action: str, path: str | None = None) ->
         raise context.error(f"TLS on the data connection to {host} failed during {action}{target} ({exc.reason}): "
                             "check the server's FTPS settings", "tls_failed") from exc
     except socket.gaierror as exc:
-        if exc.errno == socket.EAI_AGAIN:
-            raise context.error(f"could not resolve the FTP host `{context.hostname}` (DNS did not answer)",
-                                "unknown_host", transient=True) from exc
-        raise context.error(f"unknown FTP host `{context.hostname}`: check the destination's `host`",
-                            "unknown_host") from exc
+        raise unknown_host(context, "FTP", exc) from exc
     except ConnectionRefusedError as exc:
-        raise context.error(f"connection refused by {host}: check `host`, `port` and that the FTP server is "
-                            "running", "connection_refused", transient=True) from exc
+        raise refused(context, "FTP") from exc
     except ssl.SSLCertVerificationError as exc:
         detail = exc.verify_message or exc.reason or str(exc)
         hint = (f"`ca_file` (`{context.ca_file}`) does not hold the CA that signed it" if context.ca_file
@@ -143,6 +128,4 @@ def map_ftp_errors(context: FtpContext, action: str, path: str | None = None) ->
         raise context.error(f"no answer from {host} within {context.timeout:g} s during {action}{target}: {hint}",
                             "timeout", transient=True) from exc
     except (OSError, EOFError, ConnectionError) as exc:
-        raise context.error(f"the FTP connection to {host} broke during {action}{target}: "
-                            f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__}",
-                            "connection_lost", transient=True) from exc
+        raise broken(context, "FTP", action, path, exc) from exc

@@ -34,4 +34,5 @@ NOT_SET_BY_TEMPLATES: dict[str, str] = {
     "AzureWebJobsStorage__queueServiceUri": "same as AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__tableServiceUri": "same as AzureWebJobsStorage__blobServiceUri",
     "FILECAST_FTP_TIMEOUT": "optional: the 30 s default suits most servers; set it by hand for slow ones",
+    "FILECAST_SFTP_TIMEOUT": "optional, as FILECAST_FTP_TIMEOUT",
 }

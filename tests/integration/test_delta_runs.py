@@ -1,5 +1,5 @@
 """FULL THEN DELTA end to end: INSERT, UPSERT and DIFFERENCE through the CLI, state in Azurite,
-files on Azurite and on FTP; failure safety and racing commits through the engine."""
+files on Azurite, on FTP and on SFTP (OpenSSH's sshd); failure safety and racing commits through the engine."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from core.settings import Settings
 from core.state.memory import MemoryStateStore
 from devtools.services import Azurite, FtpServer
 from tests.helpers import cli, run_record, write_catalog
+
+pytest_plugins = ["tests.integration.conftest_sftp"]
 
 INITIAL = [(1, "Ann", 30, "a"), (2, "Bob", 40, "b"), (3, "Cid", 50, "c"), (4, "Dee", 60, "d")]
 
@@ -65,13 +67,18 @@ def rows_of(data: bytes) -> list[tuple[str, ...]]:
 class Target:
     """Runs the CLI against one destination and reads the files back."""
 
-    def __init__(self, kind: str, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path):
+    def __init__(self, kind: str, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path, sftp: Any = None):
         self.kind, self.azurite, self.ftp_server, self.tmp_path = kind, azurite, ftp_server, tmp_path
+        self.sftp = sftp  # tests.integration.sftp_target.SftpTarget, for kind "sftp"
         self.folder = f"delta-{tmp_path.name}"[:60].lower().replace("_", "-")
         self.env = {"AzureWebJobsStorage": azurite.connection_string, "OUT": azurite.connection_string,
                     "FTP_PW": "alex-secret-pw", "FILECAST_TABLE_PREFIX": "d" + self.folder.replace("-", "")[-20:]}
+        if sftp is not None:
+            self.env.update(sftp.env())
 
     def destination(self) -> dict[str, Any]:
+        if self.kind == "sftp":
+            return dict(self.sftp.destination())
         if self.kind == "ftp":
             return {"type": "ftp", "host": "127.0.0.1", "port": self.ftp_server.port, "username": "alex",
                     "password_setting": "FTP_PW"}
@@ -89,15 +96,18 @@ class Target:
         return record
 
     def read(self, path: str) -> bytes:
+        if self.kind == "sftp":
+            return (self.sftp.root / "home/alex" / path).read_bytes()
         if self.kind == "ftp":
             return (self.ftp_server.root / "home/alex" / path).read_bytes()
         blobs = BlobServiceClient.from_connection_string(self.azurite.connection_string)
         return blobs.get_blob_client("delta", path).download_blob().readall()
 
 
-@pytest.fixture(params=["azure", "ftp"])
+@pytest.fixture(params=["azure", "ftp", "sftp"])
 def target(request: pytest.FixtureRequest, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path) -> Target:
-    return Target(request.param, azurite, ftp_server, tmp_path)
+    sftp = request.getfixturevalue("sftp_server") if request.param == "sftp" else None
+    return Target(request.param, azurite, ftp_server, tmp_path, sftp)
 
 
 def files(target: Target, record: dict[str, Any]) -> dict[str, list[tuple[str, ...]]]:

@@ -187,6 +187,35 @@ def test_pasv_with_a_private_address_uses_the_control_host(ftp_servers: FtpServe
 # --- atomicity ------------------------------------------------------------------------------------
 
 
+class Watcher:
+    """A reader polling the target (and its folder's temporary files) in a thread while a run writes it."""
+
+    def __init__(self, stored: Path):
+        self.stored = stored
+        self.seen: dict[str, int] = {}   # md5 of what the reader read → how often
+        self.temps: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch)
+
+    def watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                content = self.stored.read_bytes()
+            except FileNotFoundError:
+                content = b"<absent>"
+            digest = hashlib.md5(content).hexdigest()
+            self.seen[digest] = self.seen.get(digest, 0) + 1
+            self.temps.update(p.name for p in self.stored.parent.glob(".*.filecast-tmp"))
+
+    def __enter__(self) -> Watcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def owner(target: FtpTarget) -> tuple[int, int]:
     if isinstance(target.server, Vsftpd):
         assert target.server.site is not None
@@ -212,27 +241,9 @@ def test_a_reader_never_sees_a_partial_file(ftp_servers: FtpServers, demo_db: Pa
     old = md5(stored)
     path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(), folder="watched"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env=target.env())
-    seen: dict[str, int] = {}
-    temps: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                content = stored.read_bytes()
-            except FileNotFoundError:
-                content = b"<absent>"
-            digest = hashlib.md5(content).hexdigest()
-            seen[digest] = seen.get(digest, 0) + 1
-            temps.update(p.name for p in folder.glob(".*.filecast-tmp"))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with Watcher(stored) as watcher:
         _, stderr = process.communicate(timeout=300)
-    finally:
-        stop.set()
-        watcher.join()
+    seen, temps = watcher.seen, watcher.temps
     assert process.returncode == 0, stderr
     new = md5(stored)
     assert new != old and csv_rows(stored) == 100_000

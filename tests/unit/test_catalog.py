@@ -214,6 +214,7 @@ def test_yaml_errors_and_missing_files(tmp_path: Path) -> None:
 def test_the_demo_catalog_is_valid() -> None:
     # `make demo` is not part of CI: at least its catalog must stay valid as the format evolves.
     catalog = load_catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml")
-    assert sorted(catalog.activations) == ["customers_to_ftp", "customers_to_lake", "french_adults_changes"]
+    assert sorted(catalog.activations) == ["customers_to_ftp", "customers_to_lake", "customers_to_sftp",
+                                           "french_adults_changes"]
     changes = catalog.activations["french_adults_changes"]
     assert (changes.segment, changes.run_type, changes.sync_mode) == ("french_adults", "full_then_delta", "difference")
