@@ -128,9 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load()
         if args.command == "validate":
             catalog = load_catalog(args.catalog)
-            problems = probe(catalog, settings) if args.probe else []
+            from .encryption import check_catalog
+
+            key_problems, key_lines = check_catalog(catalog, settings)  # OpenPGP keys, with or without --probe
+            problems = (probe(catalog, settings) if args.probe else []) + key_problems
             if problems:
                 raise CatalogInvalid(problems)
+            for line in key_lines if args.probe else ():
+                print(line, file=sys.stderr)
             print(f"{args.catalog}: valid ({len(catalog.activations)} activations)", file=sys.stderr)
             return 0
         services = Services(settings)

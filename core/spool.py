@@ -118,6 +118,7 @@ class _File:
     buffer: bytearray = field(default_factory=bytearray)
     held: BinaryIO | None = None
     compressor: Any = None
+    encrypt: Any = None      # an encryption.Stage: update(bytes) -> bytes, finish() -> bytes
 
     def __post_init__(self) -> None:
         if self.gzip:
@@ -128,6 +129,8 @@ class _File:
     def feed(self, data: bytes, out: Callable[[bytes], None]) -> None:
         if self.compressor is not None:
             data = self.compressor.compress(data)
+        if self.encrypt is not None:
+            data = self.encrypt.update(data)
         self._out(data, out, final=False)
 
     def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
@@ -151,6 +154,8 @@ class _File:
 
     def flush(self, out: Callable[[bytes], None]) -> None:
         tail = self.compressor.flush() if self.compressor is not None else b""
+        if self.encrypt is not None:
+            tail = self.encrypt.update(tail) + self.encrypt.finish()
         self._out(tail, out, final=True)
 
     def release(self, out: Callable[[bytes], None]) -> None:
@@ -171,7 +176,11 @@ class Spool:
         self, writer_class: type[Writer], schema: pa.Schema, options: Mapping[str, Any],
         name: Callable[[int | None], str], sink: FileSink, *, limits: Limits = Limits(),
         gzip: bool = False, indices: Iterator[int] | None = None, warn: Callable[[str, str], None] | None = None,
+        encryption: Any = None,
     ):
+        self.encryption = encryption  # encryption.Keys: a Stage per file, after gzip
+        if encryption is not None and limits.max_bytes is not None:  # the limit is of the file as stored
+            limits = Limits(encryption.bound(limits.max_bytes), limits.max_rows)
         self.writer_class = writer_class
         self.schema = schema
         self.options = options
@@ -299,7 +308,7 @@ class Spool:
             self._name_held_first_part(1)
         hold = self.limits.any and self.parts == 1
         self.index = next(self.indices)
-        self.file = _File(self.gzip, hold)
+        self.file = _File(self.gzip, hold, encrypt=self.encryption.stage() if self.encryption else None)
         path = None if hold else self.name(self.parts if self.limits.any else None)
         if path is not None:
             self.sink.open(self.index, path, self.writer_class.spec.media_type)
