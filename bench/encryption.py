@@ -12,6 +12,9 @@ Modes: `csv` (plain), `csv+pgp` (binary, two recipients, Curve25519 and RSA-3072
 Ed25519), `csv+asc` (the same, ASCII-armoured), `csv.gz` and `csv.gz+pgp`. Keys are made with
 pysequoia for the benchmark (the GnuPG round trip is the tests' job).
 
+CPU: user + system seconds of the child and, separately, of its helpers: unlike wall time, they
+do not depend on what else the machine runs, and say what a free second core would absorb.
+
 Memory: the child's peak RSS is `VmHWM` from /proc/self/status; the OpenPGP helper process's peak
 is its VmHWM, sampled every 10 ms while it runs (`ru_maxrss` of a child would count the pages of
 the parent it was spawned from). `--check` exits 1 unless `csv+pgp` takes at most
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -140,7 +144,9 @@ def child(db: str, mode: str, keys_file: str) -> None:
     if result.exception is not None:
         raise SystemExit(f"{mode}: {result.exception.message}")
     helper = max(helper_peak, default=0.0)
+    own, helpers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"seconds": seconds, "rss_mb": vmhwm_mb(), "helper_rss_mb": helper,
+                      "cpu": own.ru_utime + own.ru_stime, "helper_cpu": helpers.ru_utime + helpers.ru_stime,
                       "bytes": sum(f["bytes"] for f in record.files), "rows": record.rows.read}))
 
 
@@ -176,16 +182,19 @@ def main() -> int:
                 results[mode].append(figures)
                 print(f"round {round_ + 1} {mode:11} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "
                       f"peak {figures['rss_mb']:5.0f} MB (helper {figures['helper_rss_mb']:4.0f} MB)  "
+                      f"cpu {figures['cpu']:5.2f} + helper {figures['helper_cpu']:4.2f} s  "
                       f"load {figures['load']:.2f}", flush=True)
     print(f"\n{args.rows:,} rows, {args.rounds} rounds, medians (load average now {os.getloadavg()[0]:.2f}):")
     base = {m: statistics.median(r["seconds"] for r in results[m]) for m in modes}
     peak = {m: max(r["rss_mb"] for r in results[m]) for m in modes}
+    cpu = {m: statistics.median(r["cpu"] + r["helper_cpu"] for r in results[m]) for m in modes}
     for mode in modes:
         reference = "csv.gz" if mode.startswith("csv.gz") else "csv"
         ratio = base[mode] / base[reference] if reference in base else float("nan")
         print(f"  {mode:11} {base[mode]:6.2f} s  {ratio:5.2f}× {reference:6}  peak {peak[mode]:5.0f} MB "
               f"({peak[mode] - peak.get(reference, peak[mode]):+.0f} MB)  "
-              f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB")
+              f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB  "
+              f"cpu {cpu[mode]:5.2f} s ({cpu[mode] / cpu[reference]:.2f}×)")
     if args.check and "csv" in base and "csv+pgp" in base:
         ok = base["csv+pgp"] <= TIME_BUDGET * base["csv"] and peak["csv+pgp"] - peak["csv"] <= RSS_BUDGET_MB
         print("within budget" if ok else "OVER BUDGET")

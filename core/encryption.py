@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,7 +130,7 @@ class Keys:
     def encrypt(self, data: bytes) -> bytes:
         """A small whole file (the manifest) through the same stage as the data files."""
         stage = self.stage()
-        return stage.update(data) + stage.finish()
+        return b"".join([*stage.update(data), stage.finish()])
 
     def bound(self, limit: int) -> int:
         """Bytes of plaintext that always encrypt to at most `limit` bytes (max_file_size is of
@@ -313,8 +314,8 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 class Stage:
-    """One file's encryption: `update(data)` returns the encrypted bytes ready so far, `finish()`
-    the rest. A reader thread drains the helper's stdout so neither side can block the other; what
+    """One file's encryption: `update(data)` yields the encrypted bytes ready so far, `finish()`
+    returns the rest. A reader thread drains the helper's stdout so neither side can block the other; what
     it holds is at most what the helper produced since the last call (about one input chunk)."""
 
     def __init__(self, keys: Keys):
@@ -328,6 +329,9 @@ class Stage:
             raise FilecastError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})",
                                 code="encryption_error") from None
         self._finalizer = weakref.finalize(self, _kill, self.process)
+        for pipe in (self.process.stdin, self.process.stdout):  # fewer, larger reads and writes
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, READ)  # type: ignore[union-attr]
         self.ready: deque[bytes] = deque()
         self.lock = threading.Lock()
         self.errors = b""
@@ -371,11 +375,16 @@ class Stage:
         detail = self.errors.decode("utf-8", "replace").strip() or f"exit status {self.process.returncode}"
         raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error")
 
-    def update(self, data: bytes) -> bytes:
-        if data:
-            self._write(data)
-        ready = self._take()
-        return self.armor.update(ready) if self.armor is not None else ready
+    def update(self, data: bytes) -> Iterator[bytes]:
+        """Feed `data` a MiB at a time and yield what the helper has produced meanwhile: memory
+        holds a MiB or two of output, however large the encoded batch."""
+        for start in range(0, len(data), READ):
+            self._write(data[start:start + READ])
+            ready = self._take()
+            if self.armor is not None:
+                ready = self.armor.update(ready)
+            if ready:
+                yield ready
 
     def finish(self) -> bytes:
         assert self.process.stdin is not None

@@ -118,7 +118,7 @@ class _File:
     buffer: bytearray = field(default_factory=bytearray)
     held: BinaryIO | None = None
     compressor: Any = None
-    encrypt: Any = None      # an encryption.Stage: update(bytes) -> bytes, finish() -> bytes
+    encrypt: Any = None      # an encryption.Stage: update(bytes) yields bytes, finish() -> bytes
 
     def __post_init__(self) -> None:
         if self.gzip:
@@ -129,9 +129,8 @@ class _File:
     def feed(self, data: bytes, out: Callable[[bytes], None]) -> None:
         if self.compressor is not None:
             data = self.compressor.compress(data)
-        if self.encrypt is not None:
-            data = self.encrypt.update(data)
-        self._out(data, out, final=False)
+        for piece in self.encrypt.update(data) if self.encrypt is not None else (data,):
+            self._out(piece, out, final=False)
 
     def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
         if data:
@@ -155,7 +154,9 @@ class _File:
     def flush(self, out: Callable[[bytes], None]) -> None:
         tail = self.compressor.flush() if self.compressor is not None else b""
         if self.encrypt is not None:
-            tail = self.encrypt.update(tail) + self.encrypt.finish()
+            for piece in self.encrypt.update(tail):
+                self._out(piece, out, final=False)
+            tail = self.encrypt.finish()
         self._out(tail, out, final=True)
 
     def release(self, out: Callable[[bytes], None]) -> None:
