@@ -31,8 +31,9 @@ from core.formats import WRITERS
 from core.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
+from devtools.services import FtpServer
 from tests.conftest import unavailable
-from tests.helpers import cli, write_catalog
+from tests.helpers import cli, run_record, write_catalog
 from tests.integration.gnupg import CV25519, GPG, RSA, SIGN_ONLY, SIGNING_PASSPHRASE, Key, make_key, revoke
 
 AT = datetime(2025, 4, 14, 6, tzinfo=UTC)
@@ -286,3 +287,25 @@ def test_validate_names_bad_keys_and_probe_shows_fingerprint_and_expiry(gpg_keys
     assert bad.returncode == 2
     assert f"activations.export.encryption: key `{gpg_keys['expired'].fingerprint}`" in bad.stderr
     assert "expired on 2020-12-31" in bad.stderr
+
+
+def test_the_cli_delivers_an_encrypted_file_over_ftp_that_gpg_decrypts(gpg_keys: dict[str, Any], people_db: Path,
+                                                                       ftp_server: FtpServer, tmp_path: Path) -> None:
+    """The README's example as a partner sees it: `run` through the CLI, the file read off the FTP server's disk."""
+    doc = catalog_doc(people_db, encryption=SIGNED, compression="gzip")
+    doc["destinations"]["target"] = {"type": "ftp", "host": "127.0.0.1", "port": ftp_server.port,
+                                     "username": "alex", "password_setting": "FTP_PW"}
+    path = write_catalog(tmp_path / "catalog.yaml", doc)
+    env = {**settings_for(gpg_keys, "rsa", "cv"), "FTP_PW": "alex-secret-pw"}
+    result = cli("run", "export", "--catalog", str(path), "--at", "2025-04-14T06:00:00Z", env=env)
+    assert result.returncode == 0, result.stderr
+    record = run_record(result)
+    [info] = record["files"]
+    delivered = (ftp_server.root / "home/alex" / info["path"]).read_bytes()
+    assert info["path"] == "people_20250414.csv.gz.pgp" and info["md5"] == hashlib.md5(delivered).hexdigest()
+    plaintext, status = gpg_keys["cv"].decrypt(delivered)
+    assert signed_by(status, gpg_keys["signer"])
+    lines = gzip.decompress(plaintext).decode().splitlines()
+    assert len(lines) == ROWS + 1 and lines[0] == '"id","name","amount","seen","vip"'
+    for secret in (SIGNING_PASSPHRASE, env["SIGNING_KEY"].splitlines()[3]):
+        assert secret not in result.stdout + result.stderr
