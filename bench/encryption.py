@@ -80,11 +80,11 @@ def watch_helpers() -> list[float]:
     kernel's `ru_maxrss` of a child counts the parent's pages it was spawned from."""
     import threading
 
-    from core import encryption
+    from core import pgp_stream
 
     peaks: list[float] = []
     live: list[Any] = []
-    start = encryption.Stage.__init__
+    start = pgp_stream.Stage.__init__
 
     def init(self: Any, keys: Any) -> None:
         start(self, keys)
@@ -104,7 +104,7 @@ def watch_helpers() -> list[float]:
                     live.remove(process)
             time.sleep(0.01)
 
-    encryption.Stage.__init__ = init  # type: ignore[method-assign]
+    pgp_stream.Stage.__init__ = init  # type: ignore[method-assign]
     threading.Thread(target=sample, daemon=True).start()
     return peaks
 

@@ -5,38 +5,21 @@ ASCII-armoured public keys), optionally `signing_key_setting` and `signing_passp
 `armor: true` writes ASCII armour (`.asc`) instead of binary (`.pgp`). The keys are parsed and
 checked (`load_keys`) before any row is read.
 
-The OpenPGP itself is Sequoia-PGP's, through the `pysequoia` wheel. Its Python API encrypts a
-whole buffer, or a file to a file while holding the GIL, so in-process streaming is impossible: each
-file is encrypted by a helper process running `pysequoia.encrypt_file` from its stdin to its
-stdout (`Stage`). The helper holds its own GIL on the second core; the engine's thread writes the
-gzip output into the pipe and gets the encrypted bytes back, so memory stays bounded and the
-files are never on disk in clear. Keys and passphrases reach the helper on its stdin, never in its
-arguments or environment.
+The OpenPGP itself is Sequoia-PGP's (the `pysequoia` wheel); core/pgp_stream.py streams it.
 """
 
 from __future__ import annotations
 
-import binascii
-import contextlib
-import fcntl
-import json
-import os
-import subprocess
-import sys
-import threading
-import weakref
-from collections import deque
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import CatalogError, FilecastError, Problem
+from .pgp_stream import Stage
 from .settings import Settings
 
 FIELDS = ("recipients_setting", "signing_key_setting", "signing_passphrase_setting", "armor")
 EXPIRY_WARNING = timedelta(days=30)
-READ = 1024 * 1024
 # Bytes OpenPGP may add to a file of n bytes (see `Keys.bound`): packet headers, the SEIPD
 # prefix and MDC, each recipient's session-key packet, the signature; armour's base64 lines.
 FIXED_OVERHEAD = 512
@@ -44,31 +27,6 @@ PER_RECIPIENT = 1100   # a PKESK for an RSA-8192 key is 1,036 bytes; Curve25519 
 PER_SIGNATURE = 1100   # one-pass signature plus signature packet (RSA-8192 at most)
 BINARY_FACTOR = 1.001  # partial body length headers: measured under 0.01 %
 ARMOR_FACTOR = 4 / 3 * 65 / 64 * BINARY_FACTOR  # base64, a newline every 64 characters
-
-_CHILD = r"""
-import json, os, sys
-def read(n):
-    data = b""
-    while len(data) < n:
-        more = os.read(0, n - len(data))
-        if not more:
-            sys.exit(3)
-        data += more
-    return data
-config = json.loads(read(int.from_bytes(read(8), "big")))
-sys.path[:0] = config["path"]
-try:
-    import pysequoia
-    certs = [pysequoia.Cert.from_bytes(text.encode()) for text in config["recipients"]]
-    signer = None
-    if config["signing_key"]:
-        signer = pysequoia.Tsk.from_bytes(config["signing_key"].encode()).signer(config["passphrase"])
-    del config
-    pysequoia.encrypt_file("/dev/stdin", "/dev/stdout", certs, signer, armor=False)
-except BaseException as exc:
-    sys.stderr.write(type(exc).__name__ + ": " + (str(exc).splitlines() or [""])[0][:300])
-    sys.exit(1)
-"""
 
 
 @dataclass(frozen=True)
@@ -305,130 +263,3 @@ def prepare(activation: Any, settings: Settings, warn: Any) -> Keys | None:
     for message in keys.expiring():
         warn("key_expiring", message)
     return keys
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-class Stage:
-    """One file's encryption: `update(data)` yields the encrypted bytes ready so far, `finish()`
-    returns the rest. A reader thread drains the helper's stdout so neither side can block the other; what
-    it holds is at most what the helper produced since the last call (about one input chunk)."""
-
-    def __init__(self, keys: Keys):
-        self.armor = _Armor() if keys.encryption.armor else None
-        env: Mapping[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_BACKTRACE": "0"}
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-E", "-S", "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=dict(env), bufsize=0)
-        except OSError as exc:
-            raise FilecastError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})",
-                                code="encryption_error") from None
-        self._finalizer = weakref.finalize(self, _kill, self.process)
-        for pipe in (self.process.stdin, self.process.stdout):  # fewer, larger reads and writes
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, READ)  # type: ignore[union-attr]
-        self.ready: deque[bytes] = deque()
-        self.lock = threading.Lock()
-        self.errors = b""
-        self.reader = threading.Thread(target=self._drain, name="filecast-pgp-out", daemon=True)
-        self.reader.start()
-        self.error_reader = threading.Thread(target=self._drain_errors, name="filecast-pgp-err", daemon=True)
-        self.error_reader.start()
-        header = json.dumps({"path": [p for p in sys.path if p], "recipients": list(keys.recipients),
-                             "signing_key": keys.signing_key, "passphrase": keys.passphrase}).encode()
-        self._write(len(header).to_bytes(8, "big") + header)
-
-    def _drain(self) -> None:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        while chunk := os.read(fd, READ):
-            with self.lock:
-                self.ready.append(chunk)
-
-    def _drain_errors(self) -> None:
-        assert self.process.stderr is not None
-        self.errors = self.process.stderr.read(4096)
-
-    def _take(self) -> bytes:
-        with self.lock:
-            chunks = list(self.ready)
-            self.ready.clear()
-        return b"".join(chunks)
-
-    def _write(self, data: bytes) -> None:
-        assert self.process.stdin is not None
-        fd, view = self.process.stdin.fileno(), memoryview(data)
-        try:
-            while view:
-                view = view[os.write(fd, view):]
-        except BrokenPipeError:
-            self._fail()
-
-    def _fail(self) -> None:
-        self.process.wait()
-        self.error_reader.join()
-        detail = self.errors.decode("utf-8", "replace").strip() or f"exit status {self.process.returncode}"
-        raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error")
-
-    def update(self, data: bytes) -> Iterator[bytes]:
-        """Feed `data` a MiB at a time and yield what the helper has produced meanwhile: memory
-        holds a MiB or two of output, however large the encoded batch."""
-        for start in range(0, len(data), READ):
-            self._write(data[start:start + READ])
-            ready = self._take()
-            if self.armor is not None:
-                ready = self.armor.update(ready)
-            if ready:
-                yield ready
-
-    def finish(self) -> bytes:
-        assert self.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.process.stdin.close()
-        self.reader.join()
-        if self.process.wait() != 0:
-            self._fail()
-        self._finalizer.detach()
-        ready = self._take()
-        return self.armor.update(ready) + self.armor.finish() if self.armor is not None else ready
-
-
-class _Armor:
-    """ASCII armour (RFC 4880 §6.2) of the helper's binary output: base64 in 64-column lines and
-    the CRC-24 line GnuPG 2.2 requires. Done here, with binascii and anycrc's CLMUL CRC, because
-    Sequoia's armour writer ran at about 20 MB/s (this at about 100 MB/s)."""
-
-    LINE = 48  # bytes per 64-character line
-
-    def __init__(self) -> None:
-        import anycrc
-
-        self.model = anycrc.Model("CRC24-OPENPGP")
-        self.crc: int | None = None
-        self.rest = b""
-        self.started = False
-
-    @staticmethod
-    def _lines(data: bytes) -> bytes:
-        encoded = binascii.b2a_base64(data, newline=False)
-        return b"".join([encoded[i:i + 64] + b"\n" for i in range(0, len(encoded), 64)])
-
-    def update(self, data: bytes) -> bytes:
-        head = b"" if self.started else b"-----BEGIN PGP MESSAGE-----\n\n"
-        self.started = True
-        if data:
-            self.crc = self.model.calc(data) if self.crc is None else self.model.calc(data, self.crc)
-        data = self.rest + data
-        whole = len(data) // self.LINE * self.LINE
-        self.rest = data[whole:]
-        return head + self._lines(data[:whole])
-
-    def finish(self) -> bytes:
-        crc = (self.crc if self.crc is not None else self.model.calc(b"")).to_bytes(3, "big")
-        return (self._lines(self.rest) + b"=" + binascii.b2a_base64(crc, newline=False)
-                + b"\n-----END PGP MESSAGE-----\n")

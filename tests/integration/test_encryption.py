@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from core import pgp_stream
 from core.catalog import parse_catalog
 from core.destinations.memory import MemoryDestination
 from core.encryption import Encryption, load_keys
@@ -309,3 +311,19 @@ def test_the_cli_delivers_an_encrypted_file_over_ftp_that_gpg_decrypts(gpg_keys:
     assert len(lines) == ROWS + 1 and lines[0] == '"id","name","amount","seen","vip"'
     for secret in (SIGNING_PASSPHRASE, env["SIGNING_KEY"].splitlines()[3]):
         assert secret not in result.stdout + result.stderr
+
+
+def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(gpg_keys: dict[str, Any], people_db: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault comes from outside: SIGKILL to the OpenPGP helper process, as the OOM killer would."""
+    original = pgp_stream.Stage.__init__
+
+    def start_then_kill(self: pgp_stream.Stage, keys: Any) -> None:
+        original(self, keys)
+        os.kill(self.process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(pgp_stream.Stage, "__init__", start_then_kill)
+    result, files = export(people_db, settings_for(gpg_keys, "cv"), encryption={"recipients_setting": "PARTNER_KEYS"})
+    assert files == {} and result.record.files == [] and result.exception is not None
+    assert result.exception.code == "encryption_error"
+    assert result.exception.message == "OpenPGP encryption failed: the helper process was killed by signal 9"
