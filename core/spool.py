@@ -129,10 +129,18 @@ class _File:
     def feed(self, data: bytes, out: Callable[[bytes], None]) -> None:
         if self.compressor is not None:
             data = self.compressor.compress(data)
-        for piece in self.encrypt.update(data) if self.encrypt is not None else (data,):
-            self._out(piece, out, final=False)
+        self._out(data, out, final=False)
 
     def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
+        """Every byte of the file goes out here: through the OpenPGP stage when there is one."""
+        if self.encrypt is None:
+            self._store(data, out, final=final)
+            return
+        for piece in self.encrypt.update(data):
+            self._store(piece, out, final=False)
+        self._store(self.encrypt.finish() if final else b"", out, final=final)
+
+    def _store(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
         if data:
             self.md5.update(data)
             self.size += len(data)
@@ -153,10 +161,6 @@ class _File:
 
     def flush(self, out: Callable[[bytes], None]) -> None:
         tail = self.compressor.flush() if self.compressor is not None else b""
-        if self.encrypt is not None:
-            for piece in self.encrypt.update(tail):
-                self._out(piece, out, final=False)
-            tail = self.encrypt.finish()
         self._out(tail, out, final=True)
 
     def release(self, out: Callable[[bytes], None]) -> None:
