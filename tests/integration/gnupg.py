@@ -95,3 +95,10 @@ def revoke(key: Key) -> str:
     text = certificate.read_text().replace(":-----BEGIN PGP", "-----BEGIN PGP")  # gpg guards it with a `:`
     key.import_key(text)
     return key.public
+
+
+def add_subkey(key: Key, algo: str, usage: str, expire: str, *, faked_time: str | None = None) -> None:
+    """A subkey of its own expiry (`gpg --quick-add-key`), e.g. an encryption subkey that expired
+    while the primary key stays valid."""
+    extra = ["--faked-system-time", faked_time] if faked_time else []
+    key.gpg(*extra, "--quick-add-key", key.fingerprint, algo, usage, expire)

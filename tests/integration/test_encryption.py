@@ -36,6 +36,7 @@ from core.state.memory import MemoryStateStore
 from devtools.services import FtpServer
 from tests.conftest import unavailable
 from tests.helpers import cli, run_record, write_catalog
+from tests.integration import gnupg
 from tests.integration.gnupg import CV25519, GPG, RSA, SIGN_ONLY, SIGNING_PASSPHRASE, Key, make_key, revoke
 
 AT = datetime(2025, 4, 14, 6, tzinfo=UTC)
@@ -55,10 +56,13 @@ def gpg_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     expired = make_key(base, "expired", CV25519, expire="1y", faked_time="20200101T000000")
     revoked = make_key(base, "revoked", CV25519)
     soon = make_key(base, "soon", CV25519, expire="10d")
+    # A primary key that never expires, whose only encryption subkey expired on 2020-12-31.
+    stale = make_key(base, "stale", SIGN_ONLY, faked_time="20200101T000000")
+    gnupg.add_subkey(stale, "cv25519", "encr", "1y", faked_time="20200101T000000")
     keys = {"rsa": rsa, "cv": cv, "signer": signer, "expired": expired, "revoked": revoked, "soon": soon,
-            "revoked_public": revoke(revoked)}
+            "stale": stale, "revoked_public": revoke(revoked)}
     yield keys
-    for key in (rsa, cv, signer, expired, revoked, soon):  # the gpg-agents these homedirs started
+    for key in (rsa, cv, signer, expired, revoked, soon, stale):  # the gpg-agents these homedirs started
         subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "gpg-agent"], capture_output=True, check=False)
 
 
@@ -201,6 +205,7 @@ BAD_KEYS = {
     "expired": ("expired", "expired on 2020-12-31"),
     "revoked": ("revoked_public", "is revoked; ask the partner for their current public key"),
     "signing-only": ("signer", "has no usable encryption subkey (it can only sign or certify"),
+    "encryption-subkey-expired": ("stale", "expired on 2020-12-31"),
 }
 
 
