@@ -70,7 +70,9 @@ class Stage:
 
     def __init__(self, keys: Keys):
         self.armor = _Armor() if keys.encryption.armor else None
-        env: Mapping[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_BACKTRACE": "0"}
+        # Not the parent's environment: app settings, secrets among them, are environment variables.
+        env: Mapping[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_BACKTRACE": "0",
+                                  **{k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}}
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-E", "-S", "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -332,3 +332,22 @@ def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(gpg_keys: d
     assert files == {} and result.record.files == [] and result.exception is not None
     assert result.exception.code == "encryption_error"
     assert result.exception.message == "OpenPGP encryption failed: the helper process was killed by signal 9"
+
+
+def test_the_helper_gets_no_secret_in_its_arguments_or_environment(gpg_keys: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """App settings are environment variables on Azure: the helper must not inherit them."""
+    settings = settings_for(gpg_keys, "cv")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    keys = load_keys(Encryption("PARTNER_KEYS", "SIGNING_KEY", "SIGNING_PASSPHRASE"), Settings.load())
+    stage = keys.stage()
+    try:
+        visible = Path(f"/proc/{stage.process.pid}/environ").read_bytes() + \
+            Path(f"/proc/{stage.process.pid}/cmdline").read_bytes()
+    finally:
+        encrypted = b"".join([*stage.update(b"row 1\n"), stage.finish()])
+    assert SIGNING_PASSPHRASE.encode() not in visible and b"PRIVATE KEY" not in visible
+    assert b"SIGNING_KEY" not in visible
+    plaintext, status = gpg_keys["cv"].decrypt(encrypted)
+    assert plaintext == b"row 1\n" and signed_by(status, gpg_keys["signer"])
