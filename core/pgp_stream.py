@@ -127,7 +127,9 @@ class Stage:
         code = self.process.returncode
         detail = self.errors.decode("utf-8", "replace").strip() or (
             f"the helper process was killed by signal {-code}" if code < 0 else f"the helper exited with status {code}")
-        raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error")
+        # The keys were checked before the run: a failing helper is the machine's (killed, out of
+        # memory), so the run is retried.
+        raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error", transient=True)
 
     def update(self, data: bytes) -> Iterator[bytes]:
         """Feed `data` a MiB at a time and yield what the helper has produced meanwhile: memory

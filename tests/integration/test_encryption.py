@@ -330,7 +330,7 @@ def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(gpg_keys: d
     monkeypatch.setattr(pgp_stream.Stage, "__init__", start_then_kill)
     result, files = export(people_db, settings_for(gpg_keys, "cv"), encryption={"recipients_setting": "PARTNER_KEYS"})
     assert files == {} and result.record.files == [] and result.exception is not None
-    assert result.exception.code == "encryption_error"
+    assert result.exception.code == "encryption_error" and result.exception.transient
     assert result.exception.message == "OpenPGP encryption failed: the helper process was killed by signal 9"
 
 
