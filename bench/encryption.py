@@ -9,7 +9,7 @@ destination), so the figures are the export's own work. Rounds are interleaved (
 then again) because the machine is shared: each line prints the load average when it ran.
 
 Modes: `csv` (plain), `csv+pgp` (binary, two recipients, Curve25519 and RSA-3072, signed with
-Ed25519), `csv+asc` (the same, ASCII-armoured), `csv.gz` and `csv.gz+pgp`. Keys are made with
+Ed25519), `csv+pgp-unsigned`, `csv+asc` (signed, ASCII-armoured), `csv.gz` and `csv.gz+pgp`. Keys are made with
 pysequoia for the benchmark (the GnuPG round trip is the tests' job).
 
 CPU: user + system seconds of the child and, separately, of its helpers: unlike wall time, they
@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {
     "csv": {}, "csv+pgp": {"encryption": "binary"}, "csv+asc": {"encryption": "armor"},
+    "csv+pgp-unsigned": {"encryption": "unsigned"},
     "csv.gz": {"compression": "gzip"}, "csv.gz+pgp": {"compression": "gzip", "encryption": "binary"},
 }
 TIME_BUDGET, RSS_BUDGET_MB = 1.3, 50
@@ -126,8 +127,9 @@ def child(db: str, mode: str, keys_file: str) -> None:
     if "compression" in options:
         activation["compression"] = options["compression"]
     if "encryption" in options:
-        activation["encryption"] = {"recipients_setting": "PARTNER_KEYS", "signing_key_setting": "SIGNING_KEY",
-                                    "armor": options["encryption"] == "armor"}
+        activation["encryption"] = {"recipients_setting": "PARTNER_KEYS", "armor": options["encryption"] == "armor"}
+        if options["encryption"] != "unsigned":
+            activation["encryption"]["signing_key_setting"] = "SIGNING_KEY"
     catalog = parse_catalog({
         "sources": {"db": {"type": "duckdb", "database": db}},
         "models": {"data": {"source": "db", "table": "data"}},
@@ -180,7 +182,7 @@ def main() -> int:
             for mode in modes:
                 figures = measure(db, mode, keys_file)
                 results[mode].append(figures)
-                print(f"round {round_ + 1} {mode:11} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "
+                print(f"round {round_ + 1} {mode:16} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "
                       f"peak {figures['rss_mb']:5.0f} MB (helper {figures['helper_rss_mb']:4.0f} MB)  "
                       f"cpu {figures['cpu']:5.2f} + helper {figures['helper_cpu']:4.2f} s  "
                       f"load {figures['load']:.2f}", flush=True)
@@ -191,7 +193,7 @@ def main() -> int:
     for mode in modes:
         reference = "csv.gz" if mode.startswith("csv.gz") else "csv"
         ratio = base[mode] / base[reference] if reference in base else float("nan")
-        print(f"  {mode:11} {base[mode]:6.2f} s  {ratio:5.2f}× {reference:6}  peak {peak[mode]:5.0f} MB "
+        print(f"  {mode:16} {base[mode]:6.2f} s  {ratio:5.2f}× {reference:6}  peak {peak[mode]:5.0f} MB "
               f"({peak[mode] - peak.get(reference, peak[mode]):+.0f} MB)  "
               f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB  "
               f"cpu {cpu[mode]:5.2f} s ({cpu[mode] / cpu[reference]:.2f}×)")

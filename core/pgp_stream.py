@@ -22,6 +22,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .errors import FilecastError
@@ -57,16 +58,19 @@ except BaseException as exc:
 """
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
+def _kill(process: subprocess.Popen[bytes], writer: ThreadPoolExecutor) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+    writer.shutdown(wait=False)
 
 
 class Stage:
     """One file's encryption: `update(data)` yields the encrypted bytes ready so far, `finish()`
-    returns the rest. A reader thread drains the helper's stdout so neither side can block the other; what
-    it holds is at most what the helper produced since the last call (about one input chunk)."""
+    returns the rest. A writer thread feeds the helper one batch while the engine encodes the next
+    (os.write releases the GIL), so the helper's work overlaps the export's instead of adding to it;
+    a reader thread drains the helper's stdout so neither side can block the other. Held: the batch
+    being written, and what the helper produced since the last call (about one batch)."""
 
     def __init__(self, keys: Keys):
         self.armor = _Armor() if keys.encryption.armor else None
@@ -80,7 +84,9 @@ class Stage:
         except OSError as exc:
             raise FilecastError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})",
                                 code="encryption_error") from None
-        self._finalizer = weakref.finalize(self, _kill, self.process)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filecast-pgp-in")
+        self.pending: Future[None] | None = None
+        self._finalizer = weakref.finalize(self, _kill, self.process, self.writer)
         for pipe in (self.process.stdin, self.process.stdout):  # fewer, larger reads and writes
             with contextlib.suppress(OSError):
                 fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, READ)  # type: ignore[union-attr]
@@ -93,7 +99,7 @@ class Stage:
         self.error_reader.start()
         header = json.dumps({"path": [p for p in sys.path if p], "recipients": list(keys.recipients),
                              "signing_key": keys.signing_key, "passphrase": keys.passphrase}).encode()
-        self._write(len(header).to_bytes(8, "big") + header)
+        self.pending = self.writer.submit(self._write, len(header).to_bytes(8, "big") + header)
 
     def _drain(self) -> None:
         assert self.process.stdout is not None
@@ -106,18 +112,28 @@ class Stage:
         assert self.process.stderr is not None
         self.errors = self.process.stderr.read(4096)
 
-    def _take(self) -> bytes:
+    def _take(self) -> list[bytes]:
         with self.lock:
             chunks = list(self.ready)
             self.ready.clear()
-        return b"".join(chunks)
+        if self.armor is not None:
+            chunks = [self.armor.update(chunk) for chunk in chunks]
+        return chunks
 
     def _write(self, data: bytes) -> None:
+        """Writer thread: the whole of `data` into the helper's stdin."""
         assert self.process.stdin is not None
         fd, view = self.process.stdin.fileno(), memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def _wait(self) -> None:
+        """Until the previous batch is in the pipe: one batch in flight bounds the memory."""
+        if self.pending is None:
+            return
+        pending, self.pending = self.pending, None
         try:
-            while view:
-                view = view[os.write(fd, view):]
+            pending.result()
         except BrokenPipeError:
             self._fail()
 
@@ -132,26 +148,25 @@ class Stage:
         raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error", transient=True)
 
     def update(self, data: bytes) -> Iterator[bytes]:
-        """Feed `data` a MiB at a time and yield what the helper has produced meanwhile: memory
-        holds a MiB or two of output, however large the encoded batch."""
-        for start in range(0, len(data), READ):
-            self._write(data[start:start + READ])
-            ready = self._take()
-            if self.armor is not None:
-                ready = self.armor.update(ready)
-            if ready:
-                yield ready
+        """Hand `data` to the writer thread and yield what the helper has produced so far, in the
+        chunks it was read in (a MiB at most)."""
+        self._wait()
+        if data:
+            self.pending = self.writer.submit(self._write, data)
+        yield from self._take()
 
     def finish(self) -> bytes:
         assert self.process.stdin is not None
+        self._wait()
         with contextlib.suppress(BrokenPipeError):
             self.process.stdin.close()
         self.reader.join()
         if self.process.wait() != 0:
             self._fail()
         self._finalizer.detach()
-        ready = self._take()
-        return self.armor.update(ready) + self.armor.finish() if self.armor is not None else ready
+        self.writer.shutdown()
+        rest = b"".join(self._take())
+        return rest + self.armor.update(b"") + self.armor.finish() if self.armor is not None else rest
 
 
 class _Armor:
