@@ -19,6 +19,7 @@ import yaml
 from croniter import croniter
 
 from . import naming
+from .encryption import Encryption, parse_encryption
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
 from .units import parse_size
@@ -117,6 +118,7 @@ class Activation:
     fail_on: tuple[str, ...] = ()
     row_drop_percent: int = 50       # warn when rows read fall by more than this vs the last success
     max_parts: int = 100             # warn when a run writes more parts than this
+    encryption: Encryption | None = None  # OpenPGP (core/encryption.py)
 
 
 @dataclass(frozen=True)
@@ -468,10 +470,10 @@ def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | N
 ACTIVATION_FIELDS = (
     "model", "segment", "destination", "folder", "file_name", "format", *sorted(WRITERS), "mapping",
     "run_type", "sync_mode", "schedule", "compression", "max_file_size", "max_file_rows", "on_empty",
-    "on_duplicate_key", "manifest", "fail_on", "warnings",
+    "on_duplicate_key", "manifest", "fail_on", "warnings", "encryption",
 )
 WARNING_CODES = ("zero_rows", "row_drop", "duplicate_key", "null_key", "sas_expiring", "overwrite_risk",
-                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset")
+                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset", "key_expiring")
 
 
 def _activation(
@@ -551,6 +553,8 @@ def _activation(
         on_duplicate_key=r.choice("on_duplicate_key", ON_DUPLICATE_KEY, "warn"),
         manifest=r.flag("manifest", False),
         fail_on=_fail_on(r),
+        encryption=parse_encryption(_Reader(problems, f"activations.{aid}.encryption", r.raw["encryption"]))
+        if "encryption" in r.raw else None,
         **_thresholds(problems, f"activations.{aid}.warnings", r.raw.get("warnings")),
     )
 

@@ -212,10 +212,17 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
             print(line, file=sys.stderr)
         catalog, problems = load_catalog_partly(path)
         problems = problems + key_problems + probe(catalog, settings, problems)
-        if problems:
-            raise CatalogInvalid(problems)
     else:
         catalog = load_catalog(path)
+        problems = []
+    from .encryption import check_catalog
+
+    pgp_problems, key_lines = check_catalog(catalog, settings)  # OpenPGP keys, with or without --probe
+    problems += [p for p in pgp_problems if p not in problems]
+    if problems:
+        raise CatalogInvalid(problems)
+    for line in key_lines if with_probe else ():
+        print(line, file=sys.stderr)
     print(f"{path}: valid ({len(catalog.activations)} activations)", file=sys.stderr)
     return 0
 

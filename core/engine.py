@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import naming
+from . import encryption, naming
 from .catalog import Activation, Catalog
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
@@ -122,7 +122,8 @@ class Plan:
 
         def name(part: int | None) -> str:
             return naming.file_name(a.file_name, a.folder, self.context, extension=writer.spec.extension,
-                                    suffix=suffix, part=part, gzip=a.compression == "gzip")
+                                    suffix=suffix, part=part, gzip=a.compression == "gzip",
+                                    envelope=a.encryption.extension if a.encryption else "")
 
         return name
 
@@ -177,6 +178,7 @@ class Run:
         self.backoff = BACKOFF if backoff is None else backoff
         self.progress = progress
         self.source: SourceReader | None = None
+        self.keys: encryption.Keys | None = None
 
     async def execute(self) -> RunResult:
         record = self.record
@@ -222,6 +224,7 @@ class Run:
         plan = Plan.build(self.catalog, self.activation_id, self.record)
         activation = plan.activation
         model = self.catalog.model_of(activation)
+        self.keys = encryption.prepare(activation, self.settings, self.record.warn)  # bad keys fail before reading
         # Built first: a missing setting or an expired SAS token fails before the warehouse is queried.
         destination = self.destination or open_destination(
             self.catalog.destinations[activation.destination], self.settings)
@@ -320,10 +323,13 @@ class Run:
     async def _manifest(self, destination: Destination, plan: Plan) -> Upload:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
         a = plan.activation
-        path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json")
+        path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json",
+                                envelope=a.encryption.extension if a.encryption else "")
         body = json.dumps({"activation": a.id, "run_id": self.record.run_id,
                            "logical_time": iso(self.record.logical_time), "files": list(self.record.files)},
                           indent=2).encode()
+        if self.keys is not None:
+            body = await asyncio.to_thread(self.keys.encrypt, body)
         upload = await destination.open(path, content_type="application/json")
         await upload.write(body)
         await upload.finish(len(body), hashlib.md5(body).digest())
@@ -338,7 +344,8 @@ class Run:
         def spool(suffix: str) -> Spool:
             return Spool(writer_for(activation.format), mapper.schema, activation.format_options,
                          plan.namer(suffix), bridge, limits=Limits(activation.max_file_size, activation.max_file_rows),
-                         gzip=activation.compression == "gzip", indices=indices, warn=self.record.warn)
+                         gzip=activation.compression == "gzip", indices=indices, warn=self.record.warn,
+                         encryption=self.keys)
 
         difference = delta is not None and activation.sync_mode == "difference"
         outputs = {name: spool(f"_{name}") for name in CHANGE_TYPES} if difference else {"export": spool("")}

@@ -1,6 +1,7 @@
 """File names: template placeholders (all UTC, at the run's logical time), parts and suffixes.
 
-Name = folder + rendered `file_name` + suffix (`_added`…) + part suffix + extension (+ `.gz`).
+Name = folder + rendered `file_name` + suffix (`_added`…) + part suffix + extension (+ `.gz`)
+(+ `.pgp` / `.asc` when encrypted).
 """
 
 from __future__ import annotations
@@ -103,14 +104,14 @@ def join_folder(folder: str, name: str) -> str:
 
 def file_name(
     template: str, folder: str, context: NameContext, *, extension: str, suffix: str = "",
-    part: int | None = None, gzip: bool = False,
+    part: int | None = None, gzip: bool = False, envelope: str = "",
 ) -> str:
     """The full path of one file: `x_added-00002.csv.gz`; `part` adds `-00002` unless the template
-    places `{part}` itself."""
+    places `{part}` itself; `envelope` (`.pgp`, `.asc`) comes last."""
     base = render(template, context, part) + suffix
     if part is not None and not has_part(template):
         base += f"-{part:05d}"
-    name = f"{base}.{extension}" + (".gz" if gzip else "")
+    name = f"{base}.{extension}" + (".gz" if gzip else "") + envelope
     return join_folder(render(folder, context), name)
 
 

@@ -130,10 +130,12 @@ class _File:
     gzip: bool
     hold: bool
     md5: _Md5 = field(default_factory=_Md5)
-    size: int = 0
+    size: int = 0            # bytes as stored (encrypted, when there is a stage)
+    plain: int = 0           # bytes before the OpenPGP stage (compressed, with gzip)
     buffer: bytearray = field(default_factory=bytearray)
     held: BinaryIO | None = None
     compressor: Any = None
+    encrypt: Any = None      # an encryption.Stage: update(bytes) yields bytes, finish() -> bytes
 
     def __post_init__(self) -> None:
         if self.gzip:
@@ -152,6 +154,16 @@ class _File:
         self._out(trial.compressed, out, final=False)
 
     def _out(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
+        """Every byte of the file goes out here: through the OpenPGP stage when there is one."""
+        self.plain += len(data)
+        if self.encrypt is None:
+            self._store(data, out, final=final)
+            return
+        for piece in self.encrypt.update(data):
+            self._store(piece, out, final=False)
+        self._store(self.encrypt.finish() if final else b"", out, final=final)
+
+    def _store(self, data: bytes, out: Callable[[bytes], None], *, final: bool) -> None:
         if data:
             self.md5.update(data)
             self.size += len(data)
@@ -192,7 +204,12 @@ class Spool:
         self, writer_class: type[Writer], schema: pa.Schema, options: Mapping[str, Any],
         name: Callable[[int | None], str], sink: FileSink, *, limits: Limits = Limits(),
         gzip: bool = False, indices: Iterator[int] | None = None, warn: Callable[[str, str], None] | None = None,
+        encryption: Any = None,
     ):
+        self.encryption = encryption  # encryption.Keys: a Stage per file, after gzip
+        self.stored_limit = limits.max_bytes
+        if encryption is not None and limits.max_bytes is not None:  # the limit is of the file as stored
+            limits = Limits(encryption.bound(limits.max_bytes), limits.max_rows)
         self.writer_class = writer_class
         self.schema = schema
         self.options = options
@@ -236,7 +253,7 @@ class Spool:
         data = encoded if part.emitted else part.prefix + encoded
         if part.emitted:
             assert self.file is not None
-            base, stored = self.file.compressor, self.file.size
+            base, stored = self.file.compressor, self.file.plain
         else:
             base, stored = _gzip(), 0
         trial = base.copy()
@@ -367,7 +384,7 @@ class Spool:
             self._name_held_first_part(1)
         hold = self.limits.any and self.parts == 1
         self.index = next(self.indices)
-        self.file = _File(self.gzip, hold)
+        self.file = _File(self.gzip, hold, encrypt=self.encryption.stage() if self.encryption else None)
         path = None if hold else self.name(self.parts if self.limits.any else None)
         if path is not None:
             self.sink.open(self.index, path, self.media_type)
@@ -398,9 +415,9 @@ class Spool:
         part.size += len(tail)
         index = self.index
         file.flush(lambda chunk: self.sink.data(index, chunk))
-        if self.max_bytes is not None and file.size > self.max_bytes and part.rows > 1:
+        if self.stored_limit is not None and file.size > self.stored_limit and part.rows > 1:
             self.warn("part_over_limit", f"a part came out at {file.size} bytes, over max_file_size "
-                      f"({self.max_bytes} bytes): the {self.writer_class.spec.name} size estimate was short")
+                      f"({self.stored_limit} bytes): the {self.writer_class.spec.name} size estimate was short")
         info = self.files[-1]
         info.rows, info.bytes, info.md5 = part.rows, file.size, file.md5.hexdigest()
         if file.held is not None:

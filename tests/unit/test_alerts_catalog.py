@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.catalog import parse_catalog, parse_text
+from core.catalog import WARNING_CODES, parse_catalog, parse_text
 from core.errors import CatalogInvalid
 
 BASE = """
@@ -76,9 +76,7 @@ alerts:
         "alerts.rules[1].warnings: filters `warning` events: add `warning` to `on`",
         "alerts.rules[2].targets: must be a non-empty list of targets, got `[]`",
         "alerts.rules[2].activations: unknown activation `weekly`; activations are: daily, hourly",
-        "alerts.rules[2].warnings: unknown warning `row_dorp`; warnings are: duplicate_key, null_key, "
-        "overwrite_risk, part_over_limit, row_drop, row_larger_than_limit, sas_expiring, state_reset, "
-        "too_many_parts, zero_rows",
+        "alerts.rules[2].warnings: unknown warning `row_dorp`; warnings are: " + ", ".join(sorted(WARNING_CODES)),
         "alerts.rules[3].when: unknown field; allowed fields are: on, targets, activations, warnings",
         "alerts.rules[3].on: is required: a list of events",
     ]
