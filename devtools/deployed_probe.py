@@ -52,6 +52,16 @@ def main() -> None:
                     f"cast((i % 7) * 0.25 as decimal(6, 2)) as score from range({ROWS}) t(i)")
     (APP / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
 
+    import importlib
+    import pkgutil
+
+    import core
+
+    modules = [m.name for m in pkgutil.walk_packages(core.__path__, "core.") if m.name != "core.__main__"]
+    for name in modules:  # every module, lazily imported ones too (SFTP, OpenPGP, the console)
+        importlib.import_module(name)
+    print(f"   imported all {len(modules)} core modules with requirements.txt alone")
+
     import function_app
 
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
