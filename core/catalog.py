@@ -19,8 +19,10 @@ import yaml
 from croniter import croniter
 
 from . import naming
+from .catalog_limits import check_size, check_structure
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
+from .settings import allowed_settings, setting_refusal
 from .units import parse_size
 
 ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -196,6 +198,8 @@ class _Reader:
         value = self.text(key, required=required)
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", value):
             self.problem(key, f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
+        elif value is not None and (refusal := setting_refusal(value, allowed_settings())):
+            self.problem(key, refusal)
         return value
 
     def reference(self, key: str, targets: Mapping[str, Any], kind: str, *, required: bool = True) -> str | None:
@@ -216,6 +220,7 @@ def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file (YAML or JSON); paths inside are relative to its folder."""
     path = Path(path)
     try:
+        check_size(path.stat().st_size, str(path))
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
@@ -223,6 +228,9 @@ def load_catalog(path: str | Path) -> Catalog:
 
 
 def parse_text(text: str, origin: str = "catalog") -> Any:
+    """A YAML or JSON document, bounded in size, depth and alias expansion (`catalog_limits`)."""
+    check_size(len(text.encode("utf-8", "surrogatepass")), origin)
+    check_structure(text, origin)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -325,6 +333,8 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
                       f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
         elif key in options:
             r.problem(f"option_settings.{key}", "is also set in `options`; keep one")
+        elif refusal := setting_refusal(value, allowed_settings()):
+            r.problem(f"option_settings.{key}", refusal)
         else:
             option_settings[str(key)] = value
     return Source(sid, kind, uri_setting=r.setting("uri_setting"), driver=driver, dialect=dialect,

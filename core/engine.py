@@ -119,10 +119,11 @@ class Plan:
     def namer(self, suffix: str = "") -> Callable[[int | None], str]:
         a = self.activation
         writer = writer_for(a.format)
+        kind = self.catalog.destinations[a.destination].type
 
         def name(part: int | None) -> str:
             return naming.file_name(a.file_name, a.folder, self.context, extension=writer.spec.extension,
-                                    suffix=suffix, part=part, gzip=a.compression == "gzip")
+                                    suffix=suffix, part=part, gzip=a.compression == "gzip", destination_type=kind)
 
         return name
 
@@ -305,7 +306,8 @@ class Run:
     async def _manifest(self, destination: Destination, plan: Plan) -> Upload:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
         a = plan.activation
-        path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json")
+        path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json",
+                                destination_type=self.catalog.destinations[a.destination].type)
         body = json.dumps({"activation": a.id, "run_id": self.record.run_id,
                            "logical_time": iso(self.record.logical_time), "files": list(self.record.files)},
                           indent=2).encode()

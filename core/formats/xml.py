@@ -37,6 +37,7 @@ from .text import (
     Piece,
     base64_text,
     concat,
+    decimal_text,
     dictionary_text,
     duration_text,
     escape,
@@ -131,7 +132,9 @@ def xml_content(array: pa.Array) -> pa.Array:
         return escape_xml(array)
     if pat.is_floating(kind):
         return _float_text(array)
-    if pat.is_null(kind) or pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_decimal(kind):
+    if pat.is_decimal(kind):
+        return decimal_text(array)
+    if pat.is_null(kind) or pat.is_boolean(kind) or pat.is_integer(kind):
         return array.cast(pa.string())
     if pat.is_date(kind) or pat.is_time(kind):
         return array.cast(pa.string())
