@@ -31,6 +31,7 @@ SYNC_MODES = ("snapshot", "upsert", "insert", "difference")
 TLS_MODES = ("none", "explicit", "implicit")
 ON_EMPTY = ("write", "skip")
 ON_DUPLICATE_KEY = ("warn", "fail")
+ON_INVALID_TEXT = ("fail", "replace")  # text that is not valid UTF-8 (core/textcheck.py)
 COMPRESSIONS = ("none", "gzip")
 
 
@@ -39,6 +40,7 @@ class Source:
     id: str
     type: str                                # duckdb | postgresql | adbc
     database: Path | None = None             # duckdb: absolute path of the database file
+    allow_file_access: bool = False          # duckdb: model SQL may read files, ATTACH, load extensions
     uri_setting: str | None = None           # postgresql, adbc: app setting holding the connection URI
     statement_timeout: float | None = None   # postgresql: seconds a model query may run (server-side)
     driver: str | None = None                # adbc: driver module, e.g. adbc_driver_sqlite
@@ -112,6 +114,7 @@ class Activation:
     fail_on: tuple[str, ...] = ()
     row_drop_percent: int = 50       # warn when rows read fall by more than this vs the last success
     max_parts: int = 100             # warn when a run writes more parts than this
+    on_invalid_text: str = "fail"    # invalid UTF-8 from the source: fail the run, or write U+FFFD
 
 
 @dataclass(frozen=True)
@@ -279,14 +282,14 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
     r = _Reader(problems, f"sources.{sid}", raw)
     kind = r.choice("type", ("duckdb", "postgresql", "adbc"), "duckdb")
     if kind == "duckdb":
-        r.known(("type", "database"))
+        r.known(("type", "database", "allow_file_access"))
         database = r.text("database", required=True)
         path = None
         if database is not None:
             path = Path(database)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-        return Source(sid, kind, database=path)
+        return Source(sid, kind, database=path, allow_file_access=r.flag("allow_file_access", False))
     if kind == "postgresql":
         r.known(("type", "uri_setting", "statement_timeout"))
         timeout = None
@@ -427,10 +430,11 @@ def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | N
 ACTIVATION_FIELDS = (
     "model", "segment", "destination", "folder", "file_name", "format", *sorted(WRITERS), "mapping",
     "run_type", "sync_mode", "schedule", "compression", "max_file_size", "max_file_rows", "on_empty",
-    "on_duplicate_key", "manifest", "fail_on", "warnings",
+    "on_duplicate_key", "manifest", "fail_on", "warnings", "on_invalid_text",
 )
 WARNING_CODES = ("zero_rows", "row_drop", "duplicate_key", "null_key", "sas_expiring", "overwrite_risk",
-                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset")
+                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset",
+                 "invalid_text", "xml_replaced_characters")
 
 
 def _activation(
@@ -509,6 +513,7 @@ def _activation(
         max_file_rows=r.integer("max_file_rows", minimum=1),
         on_empty=r.choice("on_empty", ON_EMPTY, "write"),
         on_duplicate_key=r.choice("on_duplicate_key", ON_DUPLICATE_KEY, "warn"),
+        on_invalid_text=r.choice("on_invalid_text", ON_INVALID_TEXT, "fail"),
         manifest=r.flag("manifest", False),
         fail_on=_fail_on(r),
         **_thresholds(problems, f"activations.{aid}.warnings", r.raw.get("warnings")),

@@ -41,6 +41,7 @@ from .sources.base import Source as SourceReader
 from .spool import FileInfo, Limits, Spool
 from .state.base import StateStore
 from .storage import state_store
+from .textcheck import TextGuard
 
 log = logging.getLogger(__name__)
 
@@ -340,12 +341,14 @@ class Run:
             rows.exported += mapped.num_rows
 
         value_columns = [mapper.source_names[i] for i in range(len(mapper.indices))]
+        guard = TextGuard(activation.id, replace=activation.on_invalid_text == "replace",
+                          key_columns=self.catalog.model_of(activation).primary_key, warn=self.record.warn)
         started = last_log = last_tick = time.monotonic()
         try:
             if delta is not None:
                 delta.open_payload(mapper.schema)
             for batch in batches:
-                mapped: pa.RecordBatch = mapper.apply(batch)
+                mapped: pa.RecordBatch = guard.check(mapper.apply(batch), batch)
                 rows.read += batch.num_rows
                 if delta is None:
                     send("export", mapped)
@@ -374,6 +377,7 @@ class Run:
                     setattr(rows, key, summary.counts.get(key, 0))
                 for warning in summary.warnings:
                     self.record.warn(warning.code, warning.message)
+            guard.report()
             for output in outputs.values():
                 output.close(write_empty=activation.on_empty == "write")
             if delta is not None:

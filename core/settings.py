@@ -69,13 +69,18 @@ def _patterns(text: str | None) -> list[str]:
 
 def setting_refusal(name: str, allowed: str | None) -> str | None:
     """Why a catalog may not name the app setting `name` (None when it may); `allowed` is the
-    value of FILECAST_ALLOWED_SETTINGS (None or empty: any name that is not reserved)."""
+    value of FILECAST_ALLOWED_SETTINGS: None (not set) allows any name that is not reserved, an
+    empty value none at all."""
     upper = name.upper()
     for pattern in RESERVED_SETTINGS:
         if fnmatch.fnmatchcase(upper, pattern.upper()):
             return (f"`{name}` is one of the host's or Filecast's own settings (`{pattern}`), which a catalog "
                     "may never name; store the secret in a setting of its own, e.g. `PARTNER_FTP_PASSWORD`")
     patterns = _patterns(allowed)
+    if allowed is not None and not patterns:
+        return (f"`{name}` is not allowed: `{ALLOWED_SETTINGS}` is set and empty, so a catalog may name no "
+                f"setting; add `{name}` to it (the templates fill it from keyVaultSecretSettings / "
+                "key_vault_secret_settings)")
     if patterns and not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
         return (f"`{name}` is not among the settings the operator allows (`{ALLOWED_SETTINGS}`: "
                 f"{', '.join(patterns)}); add `{name}` to {ALLOWED_SETTINGS} (the templates fill it from "
@@ -85,7 +90,7 @@ def setting_refusal(name: str, allowed: str | None) -> str | None:
 
 def allowed_settings() -> str | None:
     """FILECAST_ALLOWED_SETTINGS as the app sees it, for validation outside a run."""
-    return Settings.load().get(ALLOWED_SETTINGS)
+    return Settings.load().values.get(ALLOWED_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class Settings:
     def secret(self, name: str, *, purpose: str) -> str:
         """Resolve the app setting `name`; the error names the setting, never a value. Refused
         names fail here too, whatever validated the catalog (defence in depth)."""
-        refusal = setting_refusal(name, self.get(ALLOWED_SETTINGS))
+        refusal = setting_refusal(name, self.values.get(ALLOWED_SETTINGS))
         if refusal is not None:
             raise SettingError(f"app setting {refusal[:1].lower()}{refusal[1:]} ({purpose})", code="refused_setting")
         value = self.get(name)
