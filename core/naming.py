@@ -103,7 +103,7 @@ def check_path(path: str, destination_type: str | None, template: str) -> str:
         from .errors import CatalogError
 
         shown = path if len(path) <= 120 else path[:117] + "..."
-        raise CatalogError(f"the file name `{shown!a}` rendered from `{template}` " + "; ".join(problems)
+        raise CatalogError(f"the file name `{ascii(shown)[1:-1]}` rendered from `{template}` " + "; ".join(problems)
                            + ": fix `folder` and `file_name`")
     return path
 

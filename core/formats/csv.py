@@ -13,8 +13,8 @@ has no hook for that). Values are converted column at a time:
   (`0.0000000001`, never `1E-10`).
 - A file with a single column writes a NULL as `""` when `null_value` is empty: an empty line
   would be dropped by pandas, pyarrow and DuckDB, losing the row. There a NULL and the empty
-  string read back alike (pandas, pyarrow and DuckDB read both as NULL, Python's csv as `""`);
-  set `null_value` (e.g. `\\N`) to keep them apart.
+  string read back alike (pandas and DuckDB read both as NULL, pyarrow and Python's csv as the
+  empty string); set `null_value` (e.g. `\\N`) to keep them apart.
 When the delimiter is a character an unquoted value can contain (a letter, digit, `.`, `-`, `+`,
 `:`), every column is written as quoted text so the file still parses.
 """
