@@ -136,7 +136,8 @@ def test_duckdb_model_cannot_read_the_environment_or_files(tmp_path: Path) -> No
     db = duck(tmp_path)
     (tmp_path / "secret.csv").write_text("token\nhunter2\n")
     for sql in ("SELECT content FROM read_text('/proc/self/environ')",
-                f"SELECT * FROM read_csv('{tmp_path}/secret.csv')", f"SELECT * FROM read_text('{tmp_path}/secret.csv')"):
+                f"SELECT * FROM read_csv('{tmp_path}/secret.csv')",
+                f"SELECT * FROM read_text('{tmp_path}/secret.csv')"):
         result, destination = run(catalog_doc({"type": "duckdb", "database": str(db)}, sql), tmp_path)
         assert result.record.error["code"] == "file_access_denied", sql
         assert "set `allow_file_access: true` on the source if its SQL is trusted" in result.record.error["message"]
@@ -361,7 +362,8 @@ def test_durations_are_refused_for_parquet(tmp_path: Path) -> None:
     schema = pa.schema([("span", pa.duration("us"))])
     assert WRITERS["parquet"].prepare_schema(schema, {}) == [
         "column `span` has type `duration[us]`: Parquet has no duration type and readers other than pyarrow would "
-        "see a bare integer; cast it in the model's query, e.g. to a number of seconds (`EXTRACT(EPOCH FROM x)`) or to text"]
+        "see a bare integer; cast it in the model's query, e.g. to a number of seconds (`EXTRACT(EPOCH FROM x)`) "
+        "or to text"]
 
 
 # ------------------------------------------------------------------ 8. bounded catalog parsing
