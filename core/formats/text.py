@@ -239,7 +239,7 @@ def list_parts(array: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array | None]:
     offsets = array.offsets
     first, last = offsets[0].as_py(), offsets[-1].as_py()
     values = array.values.slice(first, last - first)
-    if first:
+    if first or offsets.offset:  # a fresh array: from_arrays refuses sliced offsets with a validity mask
         offsets = pc.subtract(offsets, pa.scalar(first, offsets.type))
     return offsets, values, (array.is_null() if array.null_count else None)
 
