@@ -480,6 +480,11 @@ def _activation(
             r.problem("file_name", message)
 
     mapping = _mapping(r)
+    if fmt == "xml" and mapping:
+        from .formats.xml import name_collisions
+
+        for message in name_collisions([column.target for column in mapping]):
+            r.problem("mapping", message)
     run_type = r.choice("run_type", RUN_TYPES, "full_only")
     sync_mode = r.choice("sync_mode", SYNC_MODES, "snapshot")
     if run_type == "full_only" and sync_mode == "difference":

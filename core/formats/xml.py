@@ -101,6 +101,12 @@ def _collisions(fields: list[pa.Field], parent: str | None) -> list[str]:
     return problems
 
 
+def name_collisions(names: list[str]) -> list[str]:
+    """Collisions among column names alone (a mapping's `to` names): found by `validate`,
+    without the source."""
+    return _collisions([pa.field(name, pa.null()) for name in names], None)
+
+
 def escape_xml(array: pa.Array) -> pa.Array:
     """String values as XML character data (NULLs kept)."""
     replaced: list[int] = []

@@ -66,8 +66,7 @@ def duck(tmp_path: Path, sql: str = "CREATE TABLE t AS SELECT 1 AS id") -> Path:
     return path
 
 
-def problems(doc: dict[str, Any], environ: dict[str, str] | None = None,
-             monkeypatch: pytest.MonkeyPatch | None = None) -> list[str]:
+def problems(doc: dict[str, Any]) -> list[str]:
     try:
         parse_catalog(doc, Path("/tmp"))
     except CatalogInvalid as exc:
@@ -424,3 +423,10 @@ def test_parquet_with_fitting_decimals_reads_back_in_duckdb(tmp_path: Path) -> N
     (tmp_path / "d.parquet").write_bytes(writer.write(table.to_batches()[0]) + writer.end())
     assert duckdb.sql(f"SELECT d::VARCHAR FROM '{tmp_path}/d.parquet'").fetchall() == [("9" * 38,)]
     assert pq.read_table(tmp_path / "d.parquet").equals(table)
+
+
+def test_an_xml_mapping_collision_is_found_by_validation() -> None:
+    doc = catalog_doc({"type": "duckdb", "database": "x"}, "SELECT 1", fmt="xml",
+                      mapping=[{"from": "x", "to": "a b"}, {"from": "y", "to": "a_b"}])
+    assert problems(doc) == ["activations.a.mapping: columns `a b` and `a_b` both become the XML element `a_b`; "
+                             "rename one of them in the mapping"]
