@@ -360,10 +360,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[Hea
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))
-def test_random_batches_read_back_exactly(fmt: str) -> None:
-    @FUZZ
-    @given(drawn=case(fmt))
-    def prop(drawn: dict[str, Any]) -> None:
-        check(fmt, drawn)
-
-    prop()
+@FUZZ
+@given(data=st.data())
+def test_random_batches_read_back_exactly(fmt: str, data: st.DataObject) -> None:
+    check(fmt, data.draw(case(fmt), label="batch"))
