@@ -56,6 +56,20 @@ def lock_down(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("SET lock_configuration = true")
 
 
+def already_locked(connection: duckdb.DuckDBPyConnection, allow_file_access: bool, what: str) -> bool:
+    """Whether the database was locked down by another connection of this process: connections
+    to one file share one DuckDB instance and its (global, now locked) settings. A source that
+    asks for file access on a locked instance cannot have it."""
+    locked, external = connection.sql(
+        "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')").fetchall()[0]
+    if locked and allow_file_access and not external:
+        connection.close()
+        raise SourceError(f"{what} is already open without file access in this process (another source or run "
+                          "uses the same file); give the `allow_file_access` source a database file of its own",
+                          transient=True)
+    return bool(locked)
+
+
 class DuckDBSource:
     def __init__(self, database: Path, *, batch_rows: int = BATCH_ROWS, memory_limit: str = MEMORY_LIMIT,
                  allow_file_access: bool = False):
@@ -69,6 +83,8 @@ class DuckDBSource:
                               "(relative paths start at the catalog's folder)")
         with map_duckdb_errors(self.what):
             self.connection = duckdb.connect(str(database), read_only=True)
+            if already_locked(self.connection, allow_file_access, self.what):
+                return  # a source of this process opened the same file: its settings are in force
             self.connection.execute(f"SET memory_limit='{memory_limit}'")
             self.connection.execute("SET preserve_insertion_order=true")
             self.connection.execute("SET TimeZone='UTC'")

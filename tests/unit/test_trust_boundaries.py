@@ -161,6 +161,25 @@ def test_duckdb_model_cannot_turn_file_access_back_on(tmp_path: Path, sql: str) 
         source.close()
 
 
+def test_a_second_source_on_the_same_file_shares_the_locked_instance(tmp_path: Path) -> None:
+    """Connections to one file share one DuckDB instance: the second finds it locked and reads."""
+    from core.errors import SourceError
+    from core.sources.duckdb import DuckDBSource
+
+    db = duck(tmp_path)
+    first = DuckDBSource(db)
+    try:
+        second = DuckDBSource(db)
+        assert [b.to_pylist() for b in second.batches("SELECT id FROM t")[1]] == [[{"id": 1}]]
+        with pytest.raises(SourceError, match="Cannot access file"):
+            second.batches("SELECT * FROM read_text('/proc/self/environ')")
+        second.close()
+        with pytest.raises(SourceError, match="is already open without file access in this process"):
+            DuckDBSource(db, allow_file_access=True)
+    finally:
+        first.close()
+
+
 def test_allow_file_access_turns_it_on_explicitly(tmp_path: Path) -> None:
     db = duck(tmp_path)
     (tmp_path / "rates.csv").write_text("code,rate\nEUR,1.5\n")
