@@ -12,13 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import Activation, parse_text
+from .catalog_limits import check_size
 from .errors import CatalogInvalid, FilecastError, RunInProgress
 from .service import Services, preview_activation, preview_json, request_run, reset_activation
 from .settings import Settings
 
 Response = tuple[int, Any]
 
-STATUS = {"not_found": 404, "invalid_catalog": 400, "bad_request": 400, "run_in_progress": 409}
+STATUS = {"not_found": 404, "invalid_catalog": 400, "bad_request": 400, "run_in_progress": 409,
+          "catalog_too_large": 413}
 
 
 def error(exc: FilecastError) -> Response:
@@ -47,6 +49,7 @@ def handle(settings: Settings, operation: str, params: dict[str, str], body: byt
 
 
 def _put_catalog(services: Services, params: dict[str, str], body: bytes) -> Response:
+    check_size(len(body), "request body")  # before decoding: a 45 MB body is refused at once (413)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

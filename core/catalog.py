@@ -19,9 +19,11 @@ import yaml
 from croniter import croniter
 
 from . import naming
+from .catalog_limits import check_size, check_structure
 from .encryption import Encryption, parse_encryption
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
+from .settings import allowed_settings, setting_refusal
 from .units import parse_size
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ SYNC_MODES = ("snapshot", "upsert", "insert", "difference")
 TLS_MODES = ("none", "explicit", "implicit")
 ON_EMPTY = ("write", "skip")
 ON_DUPLICATE_KEY = ("warn", "fail")
+ON_INVALID_TEXT = ("fail", "replace")  # text that is not valid UTF-8 (core/textcheck.py)
 COMPRESSIONS = ("none", "gzip")
 
 
@@ -41,6 +44,7 @@ class Source:
     id: str
     type: str                                # duckdb | postgresql | adbc
     database: Path | None = None             # duckdb: absolute path of the database file
+    allow_file_access: bool = False          # duckdb: model SQL may read files, ATTACH, load extensions
     uri_setting: str | None = None           # postgresql, adbc: app setting holding the connection URI
     statement_timeout: float | None = None   # postgresql: seconds a model query may run (server-side)
     driver: str | None = None                # adbc: driver module, e.g. adbc_driver_sqlite
@@ -119,6 +123,7 @@ class Activation:
     row_drop_percent: int = 50       # warn when rows read fall by more than this vs the last success
     max_parts: int = 100             # warn when a run writes more parts than this
     encryption: Encryption | None = None  # OpenPGP (core/encryption.py)
+    on_invalid_text: str = "fail"    # invalid UTF-8 from the source: fail the run, or write U+FFFD
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,8 @@ class _Reader:
         value = self.text(key, required=required)
         if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", value):
             self.problem(key, f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
+        elif value is not None and (refusal := setting_refusal(value, allowed_settings())):
+            self.problem(key, refusal)
         return value
 
     def reference(self, key: str, targets: Mapping[str, Any], kind: str, *, required: bool = True) -> str | None:
@@ -255,6 +262,7 @@ def load_catalog_partly(path: str | Path) -> tuple[Catalog, list[Problem]]:
     """The catalog file as far as it is valid, and every problem (see `parse_catalog_partly`)."""
     path = Path(path)
     try:
+        check_size(path.stat().st_size, str(path))
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
@@ -262,6 +270,9 @@ def load_catalog_partly(path: str | Path) -> tuple[Catalog, list[Problem]]:
 
 
 def parse_text(text: str, origin: str = "catalog") -> Any:
+    """A YAML or JSON document, bounded in size, depth and alias expansion (`catalog_limits`)."""
+    check_size(len(text.encode("utf-8", "surrogatepass")), origin)
+    check_structure(text, origin)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -320,14 +331,14 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
     r = _Reader(problems, f"sources.{sid}", raw)
     kind = r.choice("type", ("duckdb", "postgresql", "adbc"), "duckdb")
     if kind == "duckdb":
-        r.known(("type", "database"))
+        r.known(("type", "database", "allow_file_access"))
         database = r.text("database", required=True)
         path = None
         if database is not None:
             path = Path(database)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-        return Source(sid, kind, database=path)
+        return Source(sid, kind, database=path, allow_file_access=r.flag("allow_file_access", False))
     if kind == "postgresql":
         r.known(("type", "uri_setting", "statement_timeout"))
         timeout = None
@@ -374,6 +385,8 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
                       f"must name an app setting (letters, digits, `_`), got `{_show(value)}`")
         elif key in options:
             r.problem(f"option_settings.{key}", "is also set in `options`; keep one")
+        elif refusal := setting_refusal(value, allowed_settings()):
+            r.problem(f"option_settings.{key}", refusal)
         else:
             option_settings[str(key)] = value
     return Source(sid, kind, uri_setting=r.setting("uri_setting"), driver=driver, dialect=dialect,
@@ -470,10 +483,11 @@ def _destination(problems: list[Problem], did: str, raw: Any, base_dir: Path | N
 ACTIVATION_FIELDS = (
     "model", "segment", "destination", "folder", "file_name", "format", *sorted(WRITERS), "mapping",
     "run_type", "sync_mode", "schedule", "compression", "max_file_size", "max_file_rows", "on_empty",
-    "on_duplicate_key", "manifest", "fail_on", "warnings", "encryption",
+    "on_duplicate_key", "manifest", "fail_on", "warnings", "encryption", "on_invalid_text",
 )
 WARNING_CODES = ("zero_rows", "row_drop", "duplicate_key", "null_key", "sas_expiring", "overwrite_risk",
-                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset", "key_expiring")
+                 "too_many_parts", "row_larger_than_limit", "part_over_limit", "state_reset", "key_expiring",
+                 "invalid_text", "xml_replaced_characters")
 
 
 def _activation(
@@ -519,6 +533,11 @@ def _activation(
             r.problem("file_name", message)
 
     mapping = _mapping(r)
+    if fmt == "xml" and mapping:
+        from .formats.xml import name_collisions
+
+        for message in name_collisions([column.target for column in mapping]):
+            r.problem("mapping", message)
     run_type = r.choice("run_type", RUN_TYPES, "full_only")
     sync_mode = r.choice("sync_mode", SYNC_MODES, "snapshot")
     if run_type == "full_only" and sync_mode == "difference":
@@ -551,6 +570,7 @@ def _activation(
         max_file_rows=r.integer("max_file_rows", minimum=1),
         on_empty=r.choice("on_empty", ON_EMPTY, "write"),
         on_duplicate_key=r.choice("on_duplicate_key", ON_DUPLICATE_KEY, "warn"),
+        on_invalid_text=r.choice("on_invalid_text", ON_INVALID_TEXT, "fail"),
         manifest=r.flag("manifest", False),
         fail_on=_fail_on(r),
         encryption=parse_encryption(_Reader(problems, f"activations.{aid}.encryption", r.raw["encryption"]))

@@ -41,6 +41,7 @@ from .sources.base import Source as SourceReader
 from .spool import FileInfo, Limits, Spool
 from .state.base import StateStore
 from .storage import state_store
+from .textcheck import TextGuard
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,11 @@ class Plan:
     def namer(self, suffix: str = "") -> Callable[[int | None], str]:
         a = self.activation
         writer = writer_for(a.format)
+        kind = self.catalog.destinations[a.destination].type
 
         def name(part: int | None) -> str:
             return naming.file_name(a.file_name, a.folder, self.context, extension=writer.spec.extension,
-                                    suffix=suffix, part=part, gzip=a.compression == "gzip",
+                                    suffix=suffix, part=part, gzip=a.compression == "gzip", destination_type=kind,
                                     envelope=a.encryption.extension if a.encryption else "")
 
         return name
@@ -324,7 +326,8 @@ class Run:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
         a = plan.activation
         path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json",
-                                envelope=a.encryption.extension if a.encryption else "")
+                                envelope=a.encryption.extension if a.encryption else "",
+                                destination_type=self.catalog.destinations[a.destination].type)
         body = json.dumps({"activation": a.id, "run_id": self.record.run_id,
                            "logical_time": iso(self.record.logical_time), "files": list(self.record.files)},
                           indent=2).encode()
@@ -360,12 +363,14 @@ class Run:
             rows.exported += mapped.num_rows
 
         value_columns = [mapper.source_names[i] for i in range(len(mapper.indices))]
+        guard = TextGuard(activation.id, replace=activation.on_invalid_text == "replace",
+                          key_columns=self.catalog.model_of(activation).primary_key, warn=self.record.warn)
         started = last_log = last_tick = time.monotonic()
         try:
             if delta is not None:
                 delta.open_payload(mapper.schema)
             for batch in batches:
-                mapped: pa.RecordBatch = mapper.apply(batch)
+                mapped: pa.RecordBatch = guard.check(mapper.apply(batch), batch)
                 rows.read += batch.num_rows
                 if delta is None:
                     send("export", mapped)
@@ -394,6 +399,7 @@ class Run:
                     setattr(rows, key, summary.counts.get(key, 0))
                 for warning in summary.warnings:
                     self.record.warn(warning.code, warning.message)
+            guard.report()
             for output in outputs.values():
                 output.close(write_empty=activation.on_empty == "write")
             if delta is not None:

@@ -16,7 +16,13 @@ from typing import Any
 TIME_PLACEHOLDERS = ("YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "ms", "X", "x")
 OTHER_PLACEHOLDERS = ("activation", "run_id", "part")
 PLACEHOLDERS = TIME_PLACEHOLDERS + OTHER_PLACEHOLDERS
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, and the bidirectional overrides and isolates that make a name display as
+# another one (`invoice\u202egpj.exe`).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_BLOB_NAME = 1024     # Azure: a blob name is at most 1,024 characters
+MAX_BLOB_SEGMENTS = 254  # Azure: at most 254 path segments
+MAX_FTP_PATH = 4096      # bytes of a path on common FTP servers' file systems (PATH_MAX)
+MAX_FTP_NAME = 255       # bytes of one name (NAME_MAX)
 
 
 def _fields(template: str) -> list[str | None]:
@@ -25,14 +31,21 @@ def _fields(template: str) -> list[str | None]:
 
 def placeholder_problems(template: str, allowed: tuple[str, ...] = PLACEHOLDERS) -> list[str]:
     try:
-        names = _fields(template)
+        fields = list(string.Formatter().parse(template))
     except ValueError as exc:
         return [f"`{template}` has an unbalanced brace ({exc}); write placeholders as `{{YYYY}}`"]
-    return [
-        f"unknown placeholder `{{{name}}}`; placeholders are: " + ", ".join(f"{{{p}}}" for p in allowed)
-        for name in names
-        if name is not None and name not in allowed
-    ]
+    problems = []
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in allowed:
+            problems.append(f"unknown placeholder `{{{name}}}`; placeholders are: "
+                            + ", ".join(f"{{{p}}}" for p in allowed))
+        elif spec or conversion:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            problems.append(f"`{written}` has a format spec or conversion, which placeholders do not take; "
+                            f"write `{{{name}}}`")
+    return problems
 
 
 def template_problems(template: str) -> list[str]:
@@ -54,7 +67,46 @@ def folder_problems(folder: str, destination_type: str | None) -> list[str]:
         problems.append("must not contain control characters or backslashes")
     if destination_type == "azure_blob" and ".." in folder.split("/"):
         problems.append(f"`{folder}`: a blob folder is a name prefix and cannot go up with `..`")
+    elif destination_type == "azure_blob" and folder.startswith("/"):
+        problems.append(f"`{folder}`: a blob folder is a name prefix and cannot start with `/`")
     return problems
+
+
+def path_problems(path: str, destination_type: str | None) -> list[str]:
+    """Problems with a rendered file path (folder + name): checked for every file a run writes, so
+    no template can render its way out of the folder or the container."""
+    problems = []
+    if CONTROL.search(path) or "\\" in path:
+        problems.append("has control characters, bidirectional overrides or backslashes")
+    segments = path.split("/")
+    name = segments[-1]
+    if name in ("", ".", ".."):
+        problems.append("does not end in a file name")
+    if destination_type == "azure_blob":
+        if path.startswith("/") or any(s in ("", ".", "..") for s in segments):
+            problems.append("a blob name cannot start with `/` or have empty, `.` or `..` segments")
+        if len(path) > MAX_BLOB_NAME:
+            problems.append(f"is {len(path)} characters, over Azure's {MAX_BLOB_NAME}-character blob name limit")
+        if len(segments) > MAX_BLOB_SEGMENTS:
+            problems.append(f"has {len(segments)} segments, over Azure's {MAX_BLOB_SEGMENTS}")
+    else:
+        if len(path.encode()) > MAX_FTP_PATH:
+            problems.append(f"is {len(path.encode())} bytes, over the {MAX_FTP_PATH}-byte path limit")
+        if any(len(s.encode()) > MAX_FTP_NAME for s in segments):
+            problems.append(f"has a name over {MAX_FTP_NAME} bytes")
+    return problems
+
+
+def check_path(path: str, destination_type: str | None, template: str) -> str:
+    """`path` if it is a safe file path for the destination, else a `CatalogError`."""
+    problems = path_problems(path, destination_type)
+    if problems:
+        from .errors import CatalogError
+
+        shown = path if len(path) <= 120 else path[:117] + "..."
+        raise CatalogError(f"the file name `{ascii(shown)[1:-1]}` rendered from `{template}` " + "; ".join(problems)
+                           + ": fix `folder` and `file_name`")
+    return path
 
 
 def time_values(moment: datetime) -> dict[str, str]:
@@ -104,15 +156,21 @@ def join_folder(folder: str, name: str) -> str:
 
 def file_name(
     template: str, folder: str, context: NameContext, *, extension: str, suffix: str = "",
-    part: int | None = None, gzip: bool = False, envelope: str = "",
+    part: int | None = None, gzip: bool = False, envelope: str = "", destination_type: str | None = None,
 ) -> str:
     """The full path of one file: `x_added-00002.csv.gz`; `part` adds `-00002` unless the template
-    places `{part}` itself; `envelope` (`.pgp`, `.asc`) comes last."""
+    places `{part}` itself; `envelope` (`.pgp`, `.asc`) comes last. The rendered path is checked
+    (`path_problems`)."""
     base = render(template, context, part) + suffix
     if part is not None and not has_part(template):
         base += f"-{part:05d}"
     name = f"{base}.{extension}" + (".gz" if gzip else "") + envelope
-    return join_folder(render(folder, context), name)
+    if "/" in name or name in (".", ".."):
+        from .errors import CatalogError
+
+        raise CatalogError(f"`{template}` renders `{name}`, which is not a file name: fix `file_name`")
+    path = join_folder(render(folder, context), name)
+    return check_path(path, destination_type, f"{folder}/{template}" if folder else template)
 
 
 # Seconds that each placeholder tells apart: a name changes at least this often.

@@ -411,6 +411,8 @@ class Spool:
         part, file = self.part, self.file
         assert part is not None and file is not None
         tail = part.writer.end()
+        for code, message in part.writer.warnings():
+            self.warn(code, f"{message} (file {self.parts} of this output)")
         self._feed(tail)
         part.size += len(tail)
         index = self.index

@@ -44,7 +44,7 @@ from azure.storage.blob.aio import BlobClient, ContainerClient
 from ..catalog import Destination as DestinationConfig
 from ..errors import DestinationError
 from ..settings import Settings
-from .azure_errors import Access, ExportRetry, map_azure_errors
+from .azure_errors import TIMEOUT_SETTING, Access, ExportRetry, map_azure_errors, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,10 @@ class AzureBlobDestination:
         container = config.container
         assert container is not None
 
+        limits = timeouts(settings.get(TIMEOUT_SETTING))
+
         def options() -> dict[str, Any]:  # a pipeline chains its policies in place: one retry policy per client
-            return {"retry_policy": ExportRetry(), **client_options}
+            return {"retry_policy": ExportRetry(), **limits, **client_options}
 
         if config.connection_setting:
             setting = config.connection_setting

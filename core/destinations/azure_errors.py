@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 # Backoff before retry n (1-based): INITIAL + BASE**(n-1) seconds, +-JITTER, at most MAX:
 # about 2, 4, 6, 10, 18 s for the defaults, 40 s over the five retries.
 RETRY_TOTAL = 5
+# A request that cannot connect (refused, no DNS, no route, connect timeout) is retried once: an
+# unreachable account is not throttling, and the run's own retries (engine.RETRIES) follow.
+RETRY_CONNECT = 1
+# Seconds a connection may take to open (FILECAST_AZURE_TIMEOUT) and, times READ_FACTOR, a response
+# may stall. With the run's two retries an unreachable account fails a run within about 15 s when
+# connections are refused, and within 3 × (2 × timeout + 3) + 6 s (75 s at the default) when
+# packets are silently dropped.
+TIMEOUT_SETTING = "FILECAST_AZURE_TIMEOUT"
+CONNECT_TIMEOUT = 10.0
+READ_FACTOR = 6
 RETRY_INITIAL_BACKOFF = 2.0
 RETRY_INCREMENT_BASE = 2.0
 RETRY_JITTER = 1.0
@@ -152,7 +162,8 @@ def map_azure_errors(action: str, where: str, access: Access | None = None) -> I
         raise DestinationError(f"Azure Blob Storage refused to {action} in {where}: HTTP {status} ({_reason(exc)})"
                                + (f"; the service said: {said}" if said else ""), transient=status >= 500) from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
-        raise DestinationError(f"cannot reach {where} to {action}: {_first_line(exc)} (after retrying with backoff)",
+        raise DestinationError(f"cannot reach Azure Blob Storage ({where}) to {action}: {_first_line(exc)} (after "
+                               "retrying); check the account name or endpoint and the network path to it",
                                code="destination_unavailable", transient=True) from exc
     except AzureError as exc:
         raise DestinationError(f"Azure Blob Storage failed to {action} in {where}: {_first_line(exc)}",
@@ -170,8 +181,8 @@ class ExportRetry(ExponentialRetry):
         increment_base: float = RETRY_INCREMENT_BASE, jitter: float = RETRY_JITTER,
         max_backoff: float = RETRY_MAX_BACKOFF,
     ):
-        super().__init__(retry_total=retry_total, retry_connect=retry_total, retry_read=retry_total,
-                         retry_status=retry_total)
+        super().__init__(retry_total=retry_total, retry_connect=min(retry_total, RETRY_CONNECT),
+                         retry_read=retry_total, retry_status=retry_total)
         self.backoff = (initial_backoff, increment_base, jitter, max_backoff)
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
@@ -212,6 +223,20 @@ class ExportRetry(ExponentialRetry):
             response.context["history"] = settings["history"]
         response.http_response.location_mode = settings["mode"]
         return response
+
+
+def timeouts(raw: str | None) -> dict[str, float]:
+    """The transport's `connection_timeout` and `read_timeout` from FILECAST_AZURE_TIMEOUT."""
+    value = CONNECT_TIMEOUT
+    if raw is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if not 1 <= value <= 600:
+            raise DestinationError(f"app setting `{TIMEOUT_SETTING}` must be a number of seconds from 1 to 600, not "
+                                   f"`{raw}`", code="invalid_setting")
+    return {"connection_timeout": value, "read_timeout": value * READ_FACTOR}
 
 
 def _retry_after(value: str | None) -> float | None:

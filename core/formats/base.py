@@ -66,6 +66,11 @@ class Writer(ABC):
     def end(self) -> bytes:
         return b""
 
+    def warnings(self) -> list[tuple[str, str]]:
+        """(code, message) of what the writer changed in the data (XML's replaced characters), for
+        the run record; read once the file is complete."""
+        return []
+
     def estimate(self, batch: pa.RecordBatch) -> int:
         """Bytes writing `batch` would add, for writers that are not `retractable`."""
         return batch.nbytes

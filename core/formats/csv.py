@@ -1,14 +1,20 @@
-"""CSV: RFC 4180 through pyarrow's vectorised CSV writer.
+"""CSV: RFC 4180, assembled with Arrow string kernels like the JSON writer (`text.py`).
 
 Strings are always quoted (`"a"`, quotes doubled), so NULL (an empty, unquoted field, or
 `null_value`) and the empty string (`""`) stay distinct; numbers, dates and booleans are never
-quoted. Values pyarrow would render differently from the other text formats are converted first,
-column at a time (`text.py`):
+quoted. Every column becomes text (`csv_column`), then one element-wise join per slice of rows
+adds the quotes, delimiters and line ends (pyarrow's CSV writer renders decimals as `1E-10` and
+has no hook for that). Values are converted column at a time:
 - timestamps → ISO 8601 like JSON (`2024-01-31T12:00:00.250000Z`, zoned ones in UTC), quoted;
 - binary → base64, quoted; lists, structs and maps → their JSON text, quoted;
 - durations → ISO 8601 (`PT90.500000S`);
 - floats keep pyarrow's shortest round-trip text; NaN → `nan`, ±infinity → `inf`/`-inf`
-  (what Python, pandas and DuckDB read back); decimals keep their exact digits.
+  (what Python, pandas and DuckDB read back); decimals keep their exact digits, positional
+  (`0.0000000001`, never `1E-10`).
+- A file with a single column writes a NULL as `""` when `null_value` is empty: an empty line
+  would be dropped by pandas, pyarrow and DuckDB, losing the row. There a NULL and the empty
+  string read back alike (pandas and DuckDB read both as NULL, pyarrow and Python's csv as the
+  empty string); set `null_value` (e.g. `\\N`) to keep them apart.
 When the delimiter is a character an unquoted value can contain (a letter, digit, `.`, `-`, `+`,
 `:`), every column is written as quoted text so the file still parses.
 """
@@ -28,14 +34,19 @@ from .base import FormatSpec, Writer
 from .json import is_binary_like, is_list_like, json_text
 from .text import (
     Chunk,
+    Escaper,
     as_string,
     base64_text,
     concat,
+    decimal_text,
     duration_text,
+    escape,
+    finish,
     iso_timestamp_text,
     python_text,
     render_scalar,
     run_sliced,
+    text_data,
 )
 
 LINE_ENDINGS = {"\n": "\n", "\r\n": "\r\n", "lf": "\n", "crlf": "\r\n"}
@@ -47,8 +58,12 @@ def _unsafe_delimiter(delimiter: str) -> bool:
     return delimiter.isalnum() or delimiter in ".-+:"
 
 
+_QUOTES = Escaper(replacements=(('"', '""'),), rare="", rare_bytes=b"", fix_rare=str)
+
+
 def csv_column(array: pa.Array, *, all_text: bool = False) -> pa.Array:
-    """`array` as a column pyarrow's CSV writer renders by Filecast's rules (NULLs kept)."""
+    """`array` as the text or the numbers a CSV field shows, by Filecast's rules (NULLs kept):
+    string-typed results are quoted by `CsvWriter`, the others written bare."""
     kind = array.type
     if pat.is_dictionary(kind):
         array, kind = array.dictionary_decode(), kind.value_type
@@ -65,15 +80,30 @@ def csv_column(array: pa.Array, *, all_text: bool = False) -> pa.Array:
         return duration_text(array)
     if pat.is_float16(kind):
         array = array.cast(pa.float32())
+    if pat.is_decimal(kind):
+        return decimal_text(array) if all_text else _bare(decimal_text(array))
     if pat.is_null(kind) or all_text:
         return array.cast(pa.string())
-    if pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_floating(kind) or pat.is_decimal(kind):
+    if pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_floating(kind):
         return array
     if pat.is_date(kind) or pat.is_time(kind):
         return array
     if isinstance(kind, pa.ExtensionType) and kind.extension_name != "arrow.uuid":
         return csv_column(array.storage, all_text=all_text)
     return python_text(array, render_scalar)  # named fallback: intervals, UUIDs, unions
+
+
+def _bare(text: pa.Array) -> pa.Array:
+    """Text written without quotes (a number's): marked by the `large_string` layout."""
+    return text.cast(pa.large_string())
+
+
+def field_text(array: pa.Array, all_text: bool) -> tuple[str, pa.Array, str]:
+    """(before, text, after) of a column's CSV fields: strings quoted with quotes doubled."""
+    column = csv_column(array, all_text=all_text)
+    if pat.is_string(column.type):
+        return '"', escape(column, _QUOTES), '"'
+    return "", column.cast(pa.string()), ""
 
 
 class CsvWriter(Writer):
@@ -111,6 +141,11 @@ class CsvWriter(Writer):
         super().__init__(schema, options)
         delimiter = self.options.get("delimiter", ",")
         self._all_text = _unsafe_delimiter(delimiter)
+        self._delimiter = delimiter
+        self._eol = LINE_ENDINGS[self.options.get("line_ending", "\n")]
+        null_value = self.options.get("null_value", "")
+        # A one-column row of NULL would be an empty line, which readers skip: write `""`.
+        self._null = '""' if not null_value and len(schema) == 1 else null_value
         self._write_options = pacsv.WriteOptions(
             include_header=False,
             delimiter=delimiter,
@@ -134,11 +169,14 @@ class CsvWriter(Writer):
         return prefix + sink.getvalue()
 
     def _encode(self, batch: pa.RecordBatch) -> Chunk:
-        columns = [csv_column(column, all_text=self._all_text) for column in batch.columns]
-        table = pa.Table.from_arrays(columns, names=batch.schema.names)
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink, self._write_options)
-        return sink.getvalue()
+        if batch.num_columns == 0:
+            return self._eol.encode() * batch.num_rows
+        parts: list[str | pa.Array] = []
+        for i, column in enumerate(batch.columns):
+            piece = finish(*field_text(column, self._all_text))
+            parts += [(self._delimiter if i else "") + piece.before, piece.text, piece.after]
+        parts.append(self._eol)
+        return text_data(concat(parts, null_text=self._null))
 
     def write(self, batch: pa.RecordBatch) -> bytes:
         if batch.num_rows == 0:

@@ -7,7 +7,10 @@ encoder (`to_pylist` + orjson) measured 10–50 s per million rows; this path ru
 The JSON-family value rules (shared by NDJSON, and by nested values in CSV):
 - NULL → `null`; key order = column order; strings escaped per RFC 8259 (`\\"`, `\\\\`, `\\n`,
   `\\r`, `\\t`, other control characters as `\\u00XX`), everything else kept as UTF-8;
-- integers and decimals → numbers with their exact digits (`12.50`, never through a float);
+- integers and decimals → numbers with their exact digits in positional notation (`12.50`,
+  `0.0000000001`, never `1E-10`, never through a float); with the option `decimals_as_strings:
+  true`, decimals are JSON strings (`"12.50"`) for readers that go through floats (jq, pandas and
+  DuckDB's JSON reader all round a 26-digit decimal);
 - floats → shortest round-trip text, `.0` added to integral values so readers keep them floats;
   NaN and ±infinity, which JSON cannot express, → `null`;
 - dates `"2024-01-31"`; times `"12:00:00.250000"`; timestamps ISO 8601 with the unit's fixed
@@ -35,6 +38,7 @@ from .text import (
     as_string,
     base64_text,
     concat,
+    decimal_text,
     dictionary_text,
     duration_text,
     escape,
@@ -95,14 +99,17 @@ def float_text(array: pa.Array) -> pa.Array:
     return text
 
 
-def json_piece(array: pa.Array) -> Piece:
-    """The JSON text of every value of `array` as a `Piece` (a NULL text stands for `null`)."""
+def json_piece(array: pa.Array, quoted_decimals: bool = False) -> Piece:
+    """The JSON text of every value of `array` as a `Piece` (a NULL text stands for `null`);
+    `quoted_decimals` writes decimals as JSON strings."""
     kind = array.type
     if pat.is_dictionary(kind):
-        return finish("", dictionary_text(array, json_text), "")
+        return finish("", dictionary_text(array, lambda values: json_text(values, quoted_decimals)), "")
     if pat.is_null(kind):
         return Piece("", array.cast(pa.string()), "")
-    if pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_decimal(kind):
+    if pat.is_decimal(kind):
+        return finish('"', decimal_text(array), '"') if quoted_decimals else finish("", decimal_text(array), "")
+    if pat.is_boolean(kind) or pat.is_integer(kind):
         return finish("", array.cast(pa.string()), "")
     if pat.is_floating(kind):
         return finish("", float_text(array), "")
@@ -118,21 +125,21 @@ def json_piece(array: pa.Array) -> Piece:
     if pat.is_duration(kind):
         return finish('"', duration_text(array), '"')
     if pat.is_map(kind):
-        return finish("{", _map_entries(array), "}")
+        return finish("{", _map_entries(array, quoted_decimals), "}")
     if is_list_like(kind):
         _, values, _ = list_parts(array)
-        return finish("[", joined_lists(array, json_text(values), ","), "]")
+        return finish("[", joined_lists(array, json_text(values, quoted_decimals), ","), "]")
     if pat.is_struct(kind):
-        return finish("", _struct_text(array), "")
+        return finish("", _struct_text(array, quoted_decimals), "")
     if isinstance(kind, pa.ExtensionType) and kind.extension_name != "arrow.uuid":
-        return json_piece(array.storage)
+        return json_piece(array.storage, quoted_decimals)
     # Named fallback: intervals, UUIDs, unions: rare, rendered per value in Python.
     return finish('"', escape_json(python_text(array, render_scalar)), '"')
 
 
-def json_text(array: pa.Array) -> pa.Array:
+def json_text(array: pa.Array, quoted_decimals: bool = False) -> pa.Array:
     """The complete JSON text of every value, with no NULLs (they read `null`)."""
-    return as_string(folded(json_piece(array), NULL))
+    return as_string(folded(json_piece(array, quoted_decimals), NULL))
 
 
 def is_binary_like(kind: pa.DataType) -> bool:
@@ -149,13 +156,13 @@ def is_list_like(kind: pa.DataType) -> bool:
     )
 
 
-def _struct_text(array: pa.StructArray) -> pa.Array:
+def _struct_text(array: pa.StructArray, quoted_decimals: bool) -> pa.Array:
     if array.type.num_fields == 0:
         text = pc.fill_null(pa.nulls(len(array), pa.string()), "{}")
     else:
         parts: list[str | pa.Array] = ["{"]
         for i, field in enumerate(array.type):
-            piece = json_piece(array.field(i))
+            piece = json_piece(array.field(i), quoted_decimals)
             parts += [("," if i else "") + json_string(field.name) + ":" + piece.before, piece.text, piece.after]
         text = concat([*parts, "}"], null_text=NULL)
     if array.null_count:
@@ -163,22 +170,23 @@ def _struct_text(array: pa.StructArray) -> pa.Array:
     return text
 
 
-def _map_entries(array: pa.MapArray) -> pa.Array:
+def _map_entries(array: pa.MapArray, quoted_decimals: bool) -> pa.Array:
     _, entries, _ = list_parts(array)
     key_piece = json_piece(entries.field(0))
     keys = folded(key_piece, NULL)
     if key_piece.before != '"':
         keys = concat(['"', keys, '"'])
-    return joined_lists(array, concat([keys, ":", json_text(entries.field(1))]), ",")
+    return joined_lists(array, concat([keys, ":", json_text(entries.field(1), quoted_decimals)]), ",")
 
 
-def json_rows(batch: pa.RecordBatch, keys: list[str], before: str, after: str) -> pa.Array:
+def json_rows(batch: pa.RecordBatch, keys: list[str], before: str, after: str,
+              quoted_decimals: bool = False) -> pa.Array:
     """One text per row: `before` + the JSON object + `after`, keys in column order."""
     if batch.num_columns == 0:
         return pc.fill_null(pa.nulls(batch.num_rows, pa.string()), before + "{}" + after)
     parts: list[str | pa.Array] = [before + "{"]
     for i, (key, column) in enumerate(zip(keys, batch.columns, strict=True)):
-        piece = json_piece(column)
+        piece = json_piece(column, quoted_decimals)
         parts += [("," if i else "") + key + ":" + piece.before, piece.text, piece.after]
     return concat([*parts, "}" + after], null_text=NULL)
 
@@ -187,17 +195,26 @@ class JsonWriter(Writer):
     """`[` + objects separated by `,\\n` + `]`: one object per line, so the file stays readable
     and the rows of one batch are a single join. An empty result is `[]`."""
 
-    spec = FormatSpec(name="json", extension="json", media_type="application/json", text=True)
+    spec = FormatSpec(name="json", extension="json", media_type="application/json", text=True,
+                      options=frozenset({"decimals_as_strings"}))
     row_before = ",\n"
     row_after = ""
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems = super().option_problems(options)
+        if not isinstance(options.get("decimals_as_strings", False), bool):
+            problems.append(("decimals_as_strings", f"must be true or false, got `{options['decimals_as_strings']}`"))
+        return problems
 
     def __init__(self, schema: pa.Schema, options: Mapping[str, Any] | None = None):
         super().__init__(schema, options)
         self._keys = [json_string(name) for name in schema.names]
         self._rows = 0
+        self._quoted_decimals = bool(self.options.get("decimals_as_strings", False))
 
     def _encode(self, batch: pa.RecordBatch) -> Chunk:
-        return text_data(json_rows(batch, self._keys, self.row_before, self.row_after))
+        return text_data(json_rows(batch, self._keys, self.row_before, self.row_after, self._quoted_decimals))
 
     def begin(self) -> bytes:
         return b"["

@@ -14,7 +14,8 @@ from .text import run_sliced
 
 
 class NdjsonWriter(JsonWriter):
-    spec = FormatSpec(name="ndjson", extension="ndjson", media_type="application/x-ndjson", text=True)
+    spec = FormatSpec(name="ndjson", extension="ndjson", media_type="application/x-ndjson", text=True,
+                      options=frozenset({"decimals_as_strings"}))
     row_before = ""
     row_after = "\n"
 

@@ -12,6 +12,10 @@
   (ids, timestamps, amounts), writes dictionary pages it then abandons, which made files ~10 %
   larger than DuckDB's and writes ~50 % slower on the benchmark data.
 - Parquet has no seconds unit: second-precision timestamps are stored as milliseconds.
+- Refused before anything is published, with how to cast: types Parquet cannot store (intervals,
+  empty structs), durations (Parquet has no duration type: readers other than pyarrow would see
+  a bare integer of unknown unit), and decimal values with more digits than their precision
+  (DuckDB's HUGEINT arrives as DECIMAL(38,0) but holds 39 digits, which strict readers refuse).
 - The writer writes into an in-memory sink that `write()`/`end()` drain, so memory holds at most
   one row group of input plus its encoded pages. Bytes therefore arrive in row-group bursts: the
   first `write()` calls may return nothing, and `end()` returns the last row group and the footer.
@@ -57,8 +61,20 @@ def dictionary_columns(sample: pa.Table) -> list[str]:
     return chosen
 
 
+def _holds(kind: pa.DataType, test: Any) -> bool:
+    if test(kind):
+        return True
+    if pa.types.is_dictionary(kind):
+        return _holds(kind.value_type, test)
+    return any(_holds(kind.field(i).type, test) for i in range(kind.num_fields))
+
+
 def _unstorable(field: pa.Field) -> str | None:
     """Why Parquet cannot store column `field`, or None."""
+    if _holds(field.type, pa.types.is_duration):
+        return (f"column `{field.name}` has type `{field.type}`: Parquet has no duration type and readers other "
+                "than pyarrow would see a bare integer; cast it in the model's query, e.g. to a number of seconds "
+                "(`EXTRACT(EPOCH FROM x)`) or to text")
     try:
         pq.ParquetWriter(io.BytesIO(), pa.schema([field])).close()
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -144,9 +160,22 @@ class ParquetWriter(Writer):
             version="2.6",
         )
 
+    def _check_decimals(self, batch: pa.RecordBatch) -> None:
+        """Decimal values must fit their precision (Arrow's full validation checks exactly that)."""
+        for field, column in zip(batch.schema, batch.columns, strict=True):
+            if not _holds(field.type, pa.types.is_decimal):
+                continue
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raise FormatError(f"column `{field.name}` holds a value with more digits than its type `{field.type}` "
+                                  "allows, which Parquet readers refuse; a DuckDB HUGEINT past 38 digits "
+                                  "does this: cast it in the model's query, e.g. to DOUBLE or VARCHAR") from None
+
     def write(self, batch: pa.RecordBatch) -> bytes:
         if batch.num_rows == 0:
             return b""
+        self._check_decimals(batch)
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self._pending_bytes += batch.nbytes

@@ -184,13 +184,52 @@ def base64_text(array: pa.Array) -> pa.Array:
     return as_string(result.combine_chunks())
 
 
+def decimal_text(array: pa.Array) -> pa.Array:
+    """Exact positional text of decimals with exactly the column's scale (`0.0000000001`,
+    `0.0000000000`, `-0.00000050`), never Arrow's scientific form (`1E-10`, `0E-10`, `5.0E-7`).
+
+    Arrow switches to scientific notation when a value's adjusted exponent is below -6, which
+    can only happen with a scale above 6 (or a negative scale); other columns keep the plain cast.
+    Otherwise the unscaled integer (the same bytes read as scale 0, always positional) is padded
+    and split around the point, all in Arrow kernels."""
+    kind = array.type
+    scale = kind.scale
+    if 0 <= scale <= 6:
+        return array.cast(pa.string())
+    wide = pat.is_decimal256(kind) or kind.precision > 38
+    integer_type = pa.decimal256(76, 0) if wide else pa.decimal128(38, 0)
+    if pat.is_decimal256(kind) != wide:
+        array = array.cast(pa.decimal256(76, scale)) if wide else array
+    unscaled = pa.Array.from_buffers(integer_type, len(array), array.buffers(), null_count=array.null_count,
+                                     offset=array.offset).cast(pa.string())
+    if scale < 0:  # e.g. DECIMAL(5,-2): 123 means 12300
+        zero = pc.equal(unscaled, "0")
+        return pc.if_else(zero, unscaled, concat([unscaled, "0" * -scale]))
+    negative = pc.starts_with(unscaled, "-")
+    digits = pc.utf8_lpad(pc.utf8_ltrim(unscaled, "-"), width=scale + 1, padding="0")
+    whole = pc.utf8_slice_codeunits(digits, 0, -scale)
+    fraction = pc.utf8_slice_codeunits(digits, -scale)
+    text = concat([whole, ".", fraction])
+    if pc.any(negative).as_py():
+        text = pc.if_else(negative, concat(["-", text]), text)
+    return text
+
+
 def duration_text(array: pa.Array) -> pa.Array:
-    """ISO 8601 durations with exact digits (`PT90.500000S`), via a decimal reinterpretation of
-    the integer counts."""
+    """ISO 8601 / XML Schema durations with exact digits (`PT90.500000S`, `PT0.000000001S`, a
+    negative one as `-PT1.5S`), via a decimal reinterpretation of the integer counts."""
     digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[array.type.unit]
-    counts = array.cast(pa.int64()).cast(pa.decimal128(38, 0))
-    scaled = pa.Array.from_buffers(pa.decimal128(38, digits), len(counts), counts.buffers(), offset=counts.offset)
-    return concat(["PT", scaled.cast(pa.string()), "S"])
+    counts = array.cast(pa.int64()).cast(pa.decimal128(38, 0))  # decimal: |int64 min| fits
+    negative = pc.fill_null(pc.less(counts, pa.scalar(0, counts.type)), False)
+    has_negative = pc.any(negative).as_py()
+    if has_negative:
+        counts = pc.abs(counts)
+    scaled = pa.Array.from_buffers(pa.decimal128(38, digits), len(counts), counts.buffers(),
+                                   null_count=counts.null_count, offset=counts.offset)
+    text = concat(["PT", decimal_text(scaled), "S"])
+    if has_negative:
+        text = pc.if_else(negative, concat(["-", text]), text)
+    return text
 
 
 def list_parts(array: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array | None]:
@@ -200,7 +239,7 @@ def list_parts(array: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array | None]:
     offsets = array.offsets
     first, last = offsets[0].as_py(), offsets[-1].as_py()
     values = array.values.slice(first, last - first)
-    if first:
+    if first or offsets.offset:  # a fresh array: from_arrays refuses sliced offsets with a validity mask
         offsets = pc.subtract(offsets, pa.scalar(first, offsets.type))
     return offsets, values, (array.is_null() if array.null_count else None)
 

@@ -11,7 +11,7 @@ per slice of rows builds the rows; an lxml element per row measured 10–50 s pe
 - NULL → the element is omitted; the empty string → `<col></col>`.
 - Text escapes `&`, `<`, `>`, and `\\r` (as `&#13;`, which parsers would otherwise turn into
   `\\n`). Characters XML 1.0 cannot carry at all (most C0 controls, U+FFFE, U+FFFF) become U+FFFD,
-  with a warning in the log.
+  counted as an `xml_replaced_characters` warning on the run record (`XmlWriter.warnings`).
 - Values as XML Schema lexical forms: `true`/`false`, exact decimals, floats with `NaN`, `INF`,
   `-INF`; dates, times and timestamps ISO 8601 (zoned as UTC with `Z`), binary as base64.
 - Structs → child elements; lists → `<item>` children (a NULL item is `<item nil="true"/>`, so
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,7 @@ from .text import (
     Piece,
     base64_text,
     concat,
+    decimal_text,
     dictionary_text,
     duration_text,
     escape,
@@ -52,6 +54,7 @@ from .text import (
 )
 
 logger = logging.getLogger(__name__)
+_counting = threading.local()  # the encoding writer's replacement tally, per encoding thread
 
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 NULL_ITEM = '<item nil="true"/>'
@@ -98,6 +101,12 @@ def _collisions(fields: list[pa.Field], parent: str | None) -> list[str]:
     return problems
 
 
+def name_collisions(names: list[str]) -> list[str]:
+    """Collisions among column names alone (a mapping's `to` names): found by `validate`,
+    without the source."""
+    return _collisions([pa.field(name, pa.null()) for name in names], None)
+
+
 def escape_xml(array: pa.Array) -> pa.Array:
     """String values as XML character data (NULLs kept)."""
     replaced: list[int] = []
@@ -109,6 +118,9 @@ def escape_xml(array: pa.Array) -> pa.Array:
     text = escape(array, Escaper(_ESCAPES, _INVALID_RE2, _INVALID_FIRST_BYTES, replace_invalid))
     if replaced:
         logger.warning("replaced characters XML 1.0 cannot hold by U+FFFD in %d values", len(replaced))
+        tally = getattr(_counting, "tally", None)
+        if tally is not None:
+            tally.append(len(replaced))  # list.append is atomic: slices encode on several threads
     return text
 
 
@@ -131,7 +143,9 @@ def xml_content(array: pa.Array) -> pa.Array:
         return escape_xml(array)
     if pat.is_floating(kind):
         return _float_text(array)
-    if pat.is_null(kind) or pat.is_boolean(kind) or pat.is_integer(kind) or pat.is_decimal(kind):
+    if pat.is_decimal(kind):
+        return decimal_text(array)
+    if pat.is_null(kind) or pat.is_boolean(kind) or pat.is_integer(kind):
         return array.cast(pa.string())
     if pat.is_date(kind) or pat.is_time(kind):
         return array.cast(pa.string())
@@ -203,8 +217,23 @@ class XmlWriter(Writer):
         self._root = self.options.get("root", "rows")
         self._row = self.options.get("row", "row")
         self._elements = [xml_name(name) for name in schema.names]
+        self._replaced: list[int] = []
+
+    def warnings(self) -> list[tuple[str, str]]:
+        count = sum(self._replaced)
+        if not count:
+            return []
+        return [("xml_replaced_characters", f"{count} values held characters XML 1.0 cannot carry (NUL and other "
+                 "control characters, U+FFFE, U+FFFF); they were written as U+FFFD")]
 
     def _encode(self, batch: pa.RecordBatch) -> Chunk:
+        _counting.tally = self._replaced
+        try:
+            return self._encode_rows(batch)
+        finally:
+            _counting.tally = None
+
+    def _encode_rows(self, batch: pa.RecordBatch) -> Chunk:
         parts: list[str | pa.Array] = [f"<{self._row}>"]
         for element, column in zip(self._elements, batch.columns, strict=True):
             piece = xml_piece(column, element)

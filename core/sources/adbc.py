@@ -27,6 +27,11 @@ from ..segments import ANSI, DIALECTS, Dialect, bind_where, segment_sql
 
 log = logging.getLogger(__name__)
 
+# Statements that make a session read-only, per driver: the model's SQL cannot write. PostgreSQL
+# is `postgresql.py` (`default_transaction_read_only`, `BEGIN READ ONLY`); other warehouses rely on
+# the credentials' grants (README "Trust boundaries").
+READ_ONLY_SETUP = {"adbc_driver_sqlite": ("PRAGMA query_only = ON",)}
+
 DRIVER_DIALECTS = {
     "adbc_driver_postgresql": "postgresql", "adbc_driver_sqlite": "sqlite", "adbc_driver_snowflake": "snowflake",
     "adbc_driver_bigquery": "bigquery", "adbc_driver_duckdb": "duckdb", "adbc_driver_flightsql": "ansi",
@@ -344,4 +349,5 @@ def open_adbc(source: Any, uri: str | None, options: dict[str, str]) -> AdbcSour
     def connect() -> Any:
         return adbc_driver_manager.dbapi.connect(driver=path, uri=uri, db_kwargs=options or None, autocommit=True)
 
-    return AdbcSource(connect, what=what, dialect=dialect, secrets=secrets, uri_setting=source.uri_setting)
+    return AdbcSource(connect, what=what, dialect=dialect, secrets=secrets, uri_setting=source.uri_setting,
+                      setup=READ_ONLY_SETUP.get(source.driver, ()))

@@ -2,6 +2,11 @@
 
 DuckDB's own memory is capped (`memory_limit`), and results come out through
 `fetch_record_batch`, so a 10 M-row model never sits whole in memory.
+
+Model SQL cannot read the machine: once the database file is open, external access is turned off
+(no `read_text('/proc/self/environ')`, `read_csv` of local files, `COPY … TO`, `ATTACH`, no
+extension loading) and the configuration is locked, so the model's SQL cannot `SET` it back.
+Spilling to the temp directory still works. A source with `allow_file_access: true` skips this.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ MEMORY_LIMIT = "256MB"
 def map_duckdb_errors(what: str) -> Iterator[None]:
     try:
         yield
+    except duckdb.PermissionException as exc:
+        raise SourceError(f"the model query on {what} tried to reach files, the network or extensions, which "
+                          f"model SQL may not ({exc}); query the database's own tables, or set "
+                          "`allow_file_access: true` on the source if its SQL is trusted to read this machine",
+                          code="file_access_denied", transient=False) from exc
     except duckdb.IOException as exc:
         raise SourceError(f"cannot open {what}: {exc}", transient=False) from exc
     except (duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException) as exc:
@@ -39,8 +49,30 @@ def _reader(relation: duckdb.DuckDBPyRelation, batch_rows: int) -> pa.RecordBatc
     return relation.fetch_record_batch(batch_rows)
 
 
+def lock_down(connection: duckdb.DuckDBPyConnection) -> None:
+    """No file, network or extension access from SQL, and no `SET` that could undo it; the
+    database file must be open already. Every other setting must be made before this."""
+    connection.execute("SET enable_external_access = false")
+    connection.execute("SET lock_configuration = true")
+
+
+def already_locked(connection: duckdb.DuckDBPyConnection, allow_file_access: bool, what: str) -> bool:
+    """Whether the database was locked down by another connection of this process: connections
+    to one file share one DuckDB instance and its (global, now locked) settings. A source that
+    asks for file access on a locked instance cannot have it."""
+    locked, external = connection.sql(
+        "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')").fetchall()[0]
+    if locked and allow_file_access and not external:
+        connection.close()
+        raise SourceError(f"{what} is already open without file access in this process (another source or run "
+                          "uses the same file); give the `allow_file_access` source a database file of its own",
+                          transient=True)
+    return bool(locked)
+
+
 class DuckDBSource:
-    def __init__(self, database: Path, *, batch_rows: int = BATCH_ROWS, memory_limit: str = MEMORY_LIMIT):
+    def __init__(self, database: Path, *, batch_rows: int = BATCH_ROWS, memory_limit: str = MEMORY_LIMIT,
+                 allow_file_access: bool = False):
         self.database = database
         self.batch_rows = batch_rows
         self.what = f"DuckDB database `{database}`"
@@ -52,9 +84,13 @@ class DuckDBSource:
                               "with `PUT /api/catalog`)")
         with map_duckdb_errors(self.what):
             self.connection = duckdb.connect(str(database), read_only=True)
+            if already_locked(self.connection, allow_file_access, self.what):
+                return  # a source of this process opened the same file: its settings are in force
             self.connection.execute(f"SET memory_limit='{memory_limit}'")
             self.connection.execute("SET preserve_insertion_order=true")
             self.connection.execute("SET TimeZone='UTC'")
+            if not allow_file_access:
+                lock_down(self.connection)
 
     def _relation(self, sql: str, where: Where) -> duckdb.DuckDBPyRelation:
         params: list[object] = []

@@ -34,6 +34,8 @@ locals {
     SCHEDULER_CRON                            = var.scheduler_cron
     FILECAST_TABLE_PREFIX                     = var.table_prefix
     FILECAST_STATE_CONTAINER                  = var.state_container_name
+    # The only app settings a catalog's `*_setting` fields may name: the declared secrets.
+    FILECAST_ALLOWED_SETTINGS = join(",", keys(var.key_vault_secret_settings))
   }
 
   secret_app_settings = {

@@ -16,6 +16,8 @@ REQUIRED_APP_SETTINGS: frozenset[str] = frozenset(
         "FILECAST_TABLE_PREFIX",
         "FILECAST_STATE_CONTAINER",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        # The allowlist of settings a catalog may name, filled from the declared secrets' names.
+        "FILECAST_ALLOWED_SETTINGS",
     }
 )
 
@@ -35,4 +37,5 @@ NOT_SET_BY_TEMPLATES: dict[str, str] = {
     "AzureWebJobsStorage__tableServiceUri": "same as AzureWebJobsStorage__blobServiceUri",
     "FILECAST_FTP_TIMEOUT": "optional: the 30 s default suits most servers; set it by hand for slow ones",
     "FILECAST_SFTP_TIMEOUT": "optional, as FILECAST_FTP_TIMEOUT",
+    "FILECAST_AZURE_TIMEOUT": "optional: the 20 s default suits Azure; set it by hand for a slow network",
 }

@@ -281,3 +281,13 @@ def test_noticed_the_code_documents_a_new_setting(tmp_path: Path) -> None:
     settings_py.write_text(original.replace(row, "| `FILECAST_NEW_SETTING` | x | y |\n" + row, 1))
     problems = undeclared_settings(documented_settings(settings_py), REQUIRED_APP_SETTINGS, NOT_SET_BY_TEMPLATES)
     assert len(problems) == 1 and "`FILECAST_NEW_SETTING`" in problems[0]
+
+
+def test_allowlist_is_the_declared_secrets(bicep: Template, terraform: Template) -> None:
+    """A catalog may name only the secrets the deployment declares (core/settings.py
+    FILECAST_ALLOWED_SETTINGS): both templates build the allowlist from the secret map's names."""
+    assert bicep.app_settings["FILECAST_ALLOWED_SETTINGS"] == {
+        "function": {"type": "join", "parameters": {
+            "input_array": {"function": {"type": "objectKeys", "parameters": {"arg_1": "keyVaultSecretSettings"}}},
+            "delimiter": ","}}}
+    assert terraform.app_settings["FILECAST_ALLOWED_SETTINGS"] == '${join(",", keys(var.key_vault_secret_settings))}'

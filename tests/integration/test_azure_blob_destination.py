@@ -930,9 +930,10 @@ def test_unreachable_endpoint_fails_with_a_transient_error(azurite: Azurite, con
 
     error = asyncio.run(scenario())
     assert error.transient and error.code == "destination_unavailable"
-    assert error.message.startswith(f"cannot reach container `{container}` of storage account `devstoreaccount1` "
-                                    "to commit `unreachable.csv`: Cannot connect to host 127.0.0.1:")
-    assert error.message.endswith("(after retrying with backoff)")
+    assert error.message.startswith(
+        f"cannot reach Azure Blob Storage (container `{container}` of storage account `devstoreaccount1`) to commit "
+        "`unreachable.csv`: Cannot connect to host 127.0.0.1:")
+    assert error.message.endswith("(after retrying); check the account name or endpoint and the network path to it")
     assert read_blob(azurite, container, "unreachable.csv") is None
 
 

@@ -197,8 +197,8 @@ def mapped(exc: Exception, access: Access = SAS) -> DestinationError:
      "(InvalidBlockList)"),
     (ServiceRequestError("Cannot connect to host acct.blob.core.windows.net:443 ssl:default [Name or service not "
                          "known]"), "destination_unavailable", True,
-     "cannot reach container `exports` of storage account `acct` to write `a.csv`: Cannot connect to host "
-     "acct.blob.core.windows.net:443"),
+     "cannot reach Azure Blob Storage (container `exports` of storage account `acct`) to write `a.csv`: Cannot "
+     "connect to host acct.blob.core.windows.net:443"),
 ], ids=["permission", "authentication", "firewall", "no-container", "server-busy", "too-many-requests", "bad-request",
         "unreachable"])
 def test_error_mapping(exc: Exception, code: str, transient: bool, text: str) -> None:
@@ -231,3 +231,42 @@ def test_unexpected_azure_errors_are_transient() -> None:
     error: Any = mapped(AzureError("odd"))
     assert error.transient and error.message == ("Azure Blob Storage failed to write `a.csv` in container `exports` "
                                                  "of storage account `acct`: odd")
+
+
+# ---------------------------------------------------------------- bounded failure time
+
+
+def test_connect_faults_are_retried_once_and_timeouts_are_set() -> None:
+    """An unreachable account is not throttling: one connect retry, connect and read timeouts from
+    FILECAST_AZURE_TIMEOUT (the worst case is documented in azure_errors.py and the README)."""
+    assert ExportRetry().connect_retries == 1 and ExportRetry().total_retries == 5
+    config = DestinationConfig("lake", "azure_blob", container="exports", connection_setting="EXPORT_STORAGE")
+    conn = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/acct"
+    for raw, connect in ((None, 10.0), ("3", 3.0)):
+        values = {"EXPORT_STORAGE": conn, **({"FILECAST_AZURE_TIMEOUT": raw} if raw else {})}
+        client = AzureBlobDestination(config, Settings(values)).client
+        transport = client._pipeline._transport
+        assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (connect, connect * 6)
+    with pytest.raises(DestinationError, match="app setting `FILECAST_AZURE_TIMEOUT` must be a number of seconds from "
+                       "1 to 600, not `0`"):
+        AzureBlobDestination(config, Settings({"EXPORT_STORAGE": conn, "FILECAST_AZURE_TIMEOUT": "0"}))
+
+
+def test_unreachable_account_fails_naming_the_service() -> None:
+    """Nothing listens on 127.0.0.1:9 (discard): connection refused, one retry, then a named error."""
+    import asyncio
+
+    config = DestinationConfig("lake", "azure_blob", container="exports", connection_setting="EXPORT_STORAGE",
+                               create_container=True)
+    conn = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/acct"
+    destination = AzureBlobDestination(config, Settings({"EXPORT_STORAGE": conn}))
+
+    async def enter() -> None:
+        async with destination:
+            pass
+
+    with pytest.raises(DestinationError) as caught:
+        asyncio.run(enter())
+    assert caught.value.code == "destination_unavailable" and caught.value.transient
+    assert caught.value.message.startswith("cannot reach Azure Blob Storage (container `exports` of storage account "
+                                           "`acct`) to create the container: Cannot connect to host 127.0.0.1:9")

@@ -454,7 +454,7 @@ def test_rare_types_as_json() -> None:
     assert encode(WRITERS["ndjson"], batches, schema).decode().splitlines() == [
         '{"dur":"PT90.500000S","span":"P1M2DT3.500000000S","uid":"00000000-0000-0000-0000-000000000001",'
         '"pair":[1,2],"half":1.5}',
-        '{"dur":"PT-1.000000S","span":null,"uid":null,"pair":null,"half":null}',
+        '{"dur":"-PT1.000000S","span":null,"uid":null,"pair":null,"half":null}',
     ]
 
 

@@ -34,6 +34,8 @@ var appSettings = [
   { name: 'SCHEDULER_CRON', value: schedulerCron }
   { name: 'FILECAST_TABLE_PREFIX', value: tablePrefix }
   { name: 'FILECAST_STATE_CONTAINER', value: stateContainerName }
+  // The only app settings a catalog's `*_setting` fields may name: the declared secrets.
+  { name: 'FILECAST_ALLOWED_SETTINGS', value: join(objectKeys(keyVaultSecretSettings), ',') }
 ]
 
 var secretAppSettings = [for secret in items(keyVaultSecretSettings): {
