@@ -118,8 +118,9 @@ def main() -> int:
                   f"{record['finished_at']}")
     ftp_files = WORK / "ftp" / "root" / "home" / "alex" / "exports" / "daily"
     banner("done: " + ("something failed, see above" if failed else "every step succeeded"))
-    print(f"Stopped Azurite and the FTP server. The FTP files are still in {ftp_files.relative_to(REPO)}/; "
-          "Azurite kept its blobs in memory, so they are gone (run `make demo` again to see them).")
+    print(f"Stopped Azurite, the FTP server and the SFTP server. The FTP files are still in "
+          f"{ftp_files.relative_to(REPO)}/ and the SFTP files in {(WORK / 'sftp').relative_to(REPO)}/; Azurite kept "
+          "its blobs in memory, so they are gone (run `make demo` again to see them).")
     return 1 if failed else 0
 
 
