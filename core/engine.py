@@ -134,6 +134,14 @@ def _close(store: StateStore) -> None:
         close()
 
 
+def published_unsettled(paths: list[str], delta: bool) -> str:
+    """What a failed run's error adds when some of its files went out (DESIGN.md §2)."""
+    shown = ", ".join(f"`{p}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    many = len(paths) != 1
+    told = f"; {len(paths)} file{'s' if many else ''} ({shown}) {'were' if many else 'was'} published before this failure"
+    return told + (" without the delta state advancing: the next run sends their changes again" if delta else "")
+
+
 def format_problems(activation: Activation, schema: pa.Schema) -> None:
     """What the format can't hold of the mapped columns (XML name collisions, Parquet intervals)."""
     problems = writer_for(activation.format).prepare_schema(schema, activation.format_options)
@@ -167,6 +175,7 @@ class Run:
         self.backoff = BACKOFF if backoff is None else backoff
         self.progress = progress
         self.source: SourceReader | None = None
+        self.published: dict[str, dict[str, Any]] = {}  # path → file, live at its final name (any attempt)
 
     async def execute(self) -> RunResult:
         record = self.record
@@ -181,9 +190,14 @@ class Run:
             log.warning("run %s of %s: attempt %d failed (%s); retrying in %.0f s", record.run_id,
                         self.activation_id, attempt + 1, exception.message, delay)
             await asyncio.sleep(delay)
+        if self.published:  # what partners can read, whichever attempt published it
+            record.files = list(self.published.values())
         if exception is None:
             record.status = "succeeded"
         else:
+            if self.published:
+                delta = self.catalog.activation(self.activation_id).run_type == "full_then_delta"
+                exception.message += published_unsettled(list(self.published), delta)
             record.status, record.error = "failed", exception.as_dict()
             log.warning("run %s of %s failed: %s", record.run_id, self.activation_id, exception.message)
         record.finished_at = datetime.now(UTC)
@@ -236,6 +250,8 @@ class Run:
                     self._check_warnings(plan)
                     if activation.manifest:
                         uploads.append(await self._manifest(destination, plan))
+                    if delta is not None:  # in flight: the next run knows these files may have arrived
+                        await asyncio.to_thread(delta.stage)
                 except BaseException:
                     for upload in uploads:
                         await upload.discard()
@@ -389,6 +405,8 @@ class Run:
                     await rest.discard()
                 self.record.files = self.record.files[:position]
                 raise
+            if position < len(self.record.files):  # a data file (the manifest is not one)
+                self.published[upload.path] = self.record.files[position]
 
     async def _upload(self, destination: Destination, bridge: _Bridge, encoder: asyncio.Future[Any]) -> list[Upload]:
         """Event loop: open, write and finish uploads as the encoder produces them."""
