@@ -161,9 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(preview_activation(settings, catalog, args.activation, at))
             print(json.dumps(preview_json(result.record), indent=2))
             return _exit_code(result)
+        from .service import storage_services  # the lease, whenever storage is configured (one run at a time)
+
         result = asyncio.run(run_activation(
             settings, catalog, args.activation, logical_time=at, trigger="manual",
-            services=services if args.catalog is None else None,
+            services=services if args.catalog is None else storage_services(settings), busy_fails=True,
             progress=_show_progress if sys.stderr.isatty() else None))
         if sys.stderr.isatty():
             print(file=sys.stderr)

@@ -137,8 +137,8 @@ def _close(store: StateStore) -> None:
 def published_unsettled(paths: list[str], delta: bool) -> str:
     """What a failed run's error adds when some of its files went out (DESIGN.md §2)."""
     shown = ", ".join(f"`{p}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    many = len(paths) != 1
-    told = f"; {len(paths)} file{'s' if many else ''} ({shown}) {'were' if many else 'was'} published before this failure"
+    files, were = (f"{len(paths)} files", "were") if len(paths) != 1 else ("1 file", "was")
+    told = f"; {files} ({shown}) {were} published before this failure"
     return told + (" without the delta state advancing: the next run sends their changes again" if delta else "")
 
 
