@@ -157,3 +157,36 @@ def test_two_concurrent_cli_runs_publish_once(azure_target: Target, tmp_path: Pa
     first = json.loads(out)
     assert first["status"] == "succeeded" and len(first["files"]) == 3
     assert blobs_under(azure_target) == sorted(f["path"] for f in first["files"])
+
+
+def test_a_source_failing_mid_stream_keeps_its_code_and_message(tmp_path: Path) -> None:
+    """DuckDB's `error()` on a late row surfaces through pyarrow's reader as an OSError: it must
+    still read as the source's error, every time (it was `internal: unexpected OSError`)."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from core.catalog import parse_catalog
+    from core.destinations.memory import MemoryDestination
+    from core.engine import Run
+    from core.records import RunRecord
+
+    db = tmp_path / "late.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS id, 'x' || range AS name FROM range(200000)")
+    cat = parse_catalog({
+        "sources": {"db": {"type": "duckdb", "database": str(db)}},
+        "models": {"m": {"source": "db", "primary_key": ["id"],
+                         "sql": "select id, case when id = 150000 then error('boom') else name end as name from t"}},
+        "destinations": {"d": {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}},
+        "activations": {"a": {"model": "m", "destination": "d", "file_name": "f", "format": "csv"}}}, tmp_path)
+    errors = []
+    for i in range(6):
+        destination = MemoryDestination()
+        record = RunRecord(f"r{i}", "a", "manual", datetime(2025, 4, 1, tzinfo=UTC))
+        result = asyncio.run(Run(cat, "a", Settings({}), record, destination=destination, retries=0).execute())
+        errors.append(result.record.error)
+        assert destination.files == {} and result.record.files == []
+    assert errors == [{"code": "source_error",
+                       "message": f"DuckDB database `{db}` failed: Invalid Input Error: boom"}] * 6
