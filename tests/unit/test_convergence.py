@@ -297,3 +297,21 @@ def test_a_run_that_published_then_failed_lists_its_files() -> None:
             "without the delta state advancing: the next run sends their changes again")}
     finally:
         machine.teardown()
+
+
+def test_a_removal_sent_again_carries_the_last_delivered_values() -> None:
+    """A tombstone keeps its row's values in the in-flight payload, so `_removed` says them again."""
+    machine = DifferenceMachine()
+    try:
+        machine.source = {1: ("Ann", 30, "u"), 3: ("Cid", 50, "u")}
+        machine._run(None, 0)
+        del machine.source[3]
+        machine.state.fault = ("commit", False)
+        assert machine._run(None, 0)[0].status == "failed"  # type: ignore[union-attr]
+        assert machine._run(("publish", 2, True), 0)[0] is None  # dies before publishing `_removed`
+        record, published = machine._run(None, 0)
+        assert record is not None and record.status == "succeeded"
+        removed = dict(machine.log)[published[2]]
+        assert published[2].endswith("_removed.csv") and removed.decode().splitlines()[1:] == ['3,"Cid",50']
+    finally:
+        machine.teardown()
