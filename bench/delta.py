@@ -2,12 +2,16 @@
 
     python bench/delta.py --rows 1000000 [--mode upsert|insert|difference] [--batch-rows 65536]
 
-Starts Azurite, then runs two fresh processes so each peak RSS is its own: `full` (the first run:
-every row added, state written and committed) and `delta` (the measured run: 1 % of the rows
-updated in a mapped column, 0.5 % added, 0.5 % removed). Data is a 12-column mixed table generated
-batch by batch (never whole). Prints hash, diff, state read and write times, Table requests, total
-and peak RSS per phase; budgets at 1 M rows: ≤ 3 s and ≤ 30 Table requests; ≤ 25 s at 10 M;
-peak RSS ≤ 512 MB at 10 M.
+Starts Azurite, then runs fresh processes so each peak RSS is its own: `full` (the first run:
+every row added, state written, staged and committed), `delta` (the measured run: 1 % of the rows
+updated in a mapped column, 0.5 % added, 0.5 % removed), `inflight` (another 1 % updated; its
+generation is staged, as before publishing, and never committed, as when the process dies after
+publishing) and `after` (the source back to `delta`'s: the run that follows an in-flight
+generation, comparing against it and sending its uncertain rows again). Each run does what the
+engine does: load, classify, write, stage, commit, cleanup. Data is a 12-column mixed table
+generated batch by batch (never whole). Prints hash, diff, state read and write times, Table
+requests, total and peak RSS per phase; budgets at 1 M rows: ≤ 3 s and ≤ 30 Table requests;
+≤ 25 s at 10 M; peak RSS ≤ 512 MB at 10 M.
 """
 
 from __future__ import annotations
@@ -95,17 +99,19 @@ def make_batch(ids: np.ndarray, version: np.ndarray) -> pa.RecordBatch:
 
 
 def source(rows: int, phase: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The full run sees ids 0..rows-1; the delta run drops 0.5 %, updates 1 %, adds 0.5 %."""
+    """The full run sees ids 0..rows-1; the delta run (and `after`) drops 0.5 %, updates 1 %, adds
+    0.5 %; `inflight` updates another 1 %."""
     spread = lambda ids: (ids * 0x9E3779B1) % 1000  # noqa: E731 - a fixed scatter of the changes
-    for start in range(0, rows + (rows // 200 if phase == "delta" else 0), batch_rows):
-        ids = np.arange(
-            start, min(start + batch_rows, rows + (rows // 200 if phase == "delta" else 0)), dtype=np.int64
-        )
+    changed = phase != "full"
+    for start in range(0, rows + (rows // 200 if changed else 0), batch_rows):
+        ids = np.arange(start, min(start + batch_rows, rows + (rows // 200 if changed else 0)), dtype=np.int64)
         version = np.zeros(len(ids), np.int64)
-        if phase == "delta":
+        if changed:
             bucket = spread(ids)
             ids, version = ids[(bucket >= 5) | (ids >= rows)], version[(bucket >= 5) | (ids >= rows)]
             version[(spread(ids) >= 10) & (spread(ids) < 20) & (ids < rows)] = 1
+            if phase == "inflight":
+                version[(spread(ids) >= 20) & (spread(ids) < 30) & (ids < rows)] = 1
         yield make_batch(ids, version)
 
 
@@ -131,7 +137,8 @@ def run_phase(args: argparse.Namespace) -> dict[str, object]:
     snapshot = store.load("bench")
     generation = store.begin("bench")
     timed("state_read", t)
-    differ = Differ(snapshot.entries if snapshot.info else None, args.mode, key_columns=["id"])
+    pending = snapshot.pending
+    differ = Differ(snapshot.entries if snapshot.info else None, args.mode, pending=pending, key_columns=["id"])
     batches = source(args.rows, args.phase, args.batch_rows)
     value_columns = None if args.mode == "insert" else COLUMNS
     while True:
@@ -151,15 +158,19 @@ def run_phase(args: argparse.Namespace) -> dict[str, object]:
     timed("diff", t)
     t = time.perf_counter()
     info = store.write("bench", generation, summary.new_state(), meta={"mode": args.mode})
-    store.commit(info, snapshot)
-    timed("state_write", t)  # includes building the new state's sorted chunks
+    staged = store.stage(info, snapshot)  # in flight: the engine publishes the files now
+    if args.phase != "inflight":  # the in-flight run "dies" after publishing: no commit
+        store.commit(info, staged)
+    timed("state_write", t)  # includes building the new state's sorted chunks, staging and committing
     t = time.perf_counter()
-    store.cleanup("bench")
+    if args.phase != "inflight":
+        store.cleanup("bench")
     timed("cleanup", t)
     store.close()
     total = sum(v for k, v in timings.items() if k != "generate")
     return {
         "phase": args.phase,
+        "after_in_flight": pending,
         "rows": args.rows,
         "counts": summary.counts,
         "state_rows": info.rows,
@@ -180,7 +191,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=65_536)  # core.sources.base.BATCH_ROWS
     parser.add_argument("--mode", choices=["insert", "upsert", "difference"], default="upsert")
-    parser.add_argument("--phase", choices=["full", "delta"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["full", "delta", "inflight", "after"], help=argparse.SUPPRESS)
     parser.add_argument("--connection-string", help=argparse.SUPPRESS)
     parser.add_argument(
         "--allow-pandas", action="store_true", help="let pyarrow import pandas (dev venv RSS)"
@@ -194,7 +205,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, Azurite.start(Path(tmp)) as azurite:
         results = []
-        for phase in ("full", "delta"):
+        for phase in ("full", "delta", "inflight", "after"):
             command = [
                 sys.executable,
                 str(Path(__file__).resolve()),
@@ -216,13 +227,13 @@ def main() -> None:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"delta detection, {args.rows:,} rows, mode {args.mode}, batches of {args.batch_rows:,}")
     print(
-        f"{'phase':<6} {'hash':>7} {'diff':>7} {'read':>7} {'write':>7} {'cleanup':>8} {'total':>7} "
+        f"{'phase':<8} {'hash':>7} {'diff':>7} {'read':>7} {'write':>7} {'cleanup':>8} {'total':>7} "
         f"{'cpu':>7} {'requests':>9} {'peak RSS':>9} {'load':>5}  counts"
     )
     for r in results:
         counts = {k: v for k, v in r["counts"].items() if v}
         print(
-            f"{r['phase']:<6} {r['hash']:>6.2f}s {r['diff']:>6.2f}s {r['state_read']:>6.2f}s "
+            f"{r['phase']:<8} {r['hash']:>6.2f}s {r['diff']:>6.2f}s {r['state_read']:>6.2f}s "
             f"{r['state_write']:>6.2f}s {r['cleanup']:>7.2f}s {r['total']:>6.2f}s {r['cpu_total']:>6.2f}s "
             f"{r['table_requests']:>9} {r['peak_rss_mb']:>6} MB {r['load_average']:>5}  {counts}"
         )

@@ -295,13 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(preview_activation(settings, catalog, args.activation, at))
             print(json.dumps(preview_json(result.record), indent=2))
             return _exit_code(result)
+        from .service import storage_services  # the lease, whenever storage is configured (one run at a time)
+
         catalog.activation(args.activation)
         logical_time = at or datetime.now(UTC)
         record = RunRecord(new_run_id(logical_time), args.activation, "manual", logical_time)
         progress = handler.progress = Progress(sys.stderr, live=sys.stderr.isatty())
         result = asyncio.run(run_activation(
             settings, catalog, args.activation, logical_time=logical_time, trigger="manual", record=record,
-            services=services if args.catalog is None else None, progress=progress.update))
+            services=services if args.catalog is None else storage_services(settings), busy_fails=True,
+            progress=progress.update))
         progress.finish(result.record)
         print(record_json(result.record))
         return _exit_code(result)

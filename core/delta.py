@@ -6,8 +6,11 @@
   columns) and returns which mapped rows go to which output.
 - DIFFERENCE keeps the last delivered values of every row (an Arrow IPC stream, zstd, beside the
   state) so that `_removed` files can carry them.
-- `finish()` writes the new generation (not yet current); `commit()` makes it current with an
-  ETag-guarded write, and is called only after every file of the run is published.
+- `write_state()` writes the new generation (not yet current); `stage()` records it as in flight
+  just before the files are published, and `commit()` makes it current after every file is
+  published, both with ETag-guarded writes. A run that finds an in-flight generation (its
+  predecessor stopped somewhere between the two) compares against it, uncertain rows included
+  (`core.diff`), so whatever reached the partner, the partner converges to the source.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class DeltaPass:
         self.payload_schema: pa.Schema | None = None
         self.summary: DeltaSummary | None = None
         self.info: StateInfo | None = None
+        self.staged: Snapshot | None = None
         self.reset_reason: str | None = None
 
     @property
@@ -83,7 +87,8 @@ class DeltaPass:
                                  "saved, so this run compares against nothing and sends every row")
             previous = None
         self.snapshot = snapshot
-        self.differ = Differ(previous, self.mode, key_columns=self.model.primary_key,  # type: ignore[arg-type]
+        self.differ = Differ(previous, self.mode, pending=snapshot.pending,  # type: ignore[arg-type]
+                             key_columns=self.model.primary_key,
                              on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
         if not self.preview:
             self.generation = self.store.begin(self.activation.id)
@@ -123,7 +128,15 @@ class DeltaPass:
         if snapshot is None or snapshot.info is None or summary is None or summary.full or not snapshot.info.payload:
             return
         with self.store.read_payload(snapshot.info) as raw:
-            yield from filter_removed(pa.ipc.open_stream(raw), summary, KEY_COLUMN)
+            yield from filter_removed(pa.ipc.open_stream(raw), summary, KEY_COLUMN, keep=self._keep_removed)
+
+    def _keep_removed(self, batch: pa.RecordBatch) -> None:
+        """A removed row's last delivered values stay in the new payload, beside its tombstone."""
+        if self.payload is None or self.payload_schema is None:
+            return
+        if not batch.schema.equals(self.payload_schema):
+            batch = pa.Table.from_batches([batch]).cast(self.payload_schema).combine_chunks().to_batches()[0]
+        self.payload.write_batch(batch)
 
     def write_state(self) -> None:
         """Store the new generation (not current yet); nothing in a preview."""
@@ -145,12 +158,20 @@ class DeltaPass:
                 self.payload_file.close()
             self.payload = None
 
+    def stage(self) -> None:
+        """Just before publishing: the new generation is in flight (or `StateConflict`: another run
+        or a reset changed the state, and nothing may be published)."""
+        if self.preview or self.info is None:
+            return
+        assert self.snapshot is not None
+        self.staged = self.store.stage(self.info, self.snapshot)
+
     def commit(self) -> None:
         """After every file is published: the new state becomes current (or `StateConflict`)."""
         if self.preview or self.info is None:
             return
         assert self.snapshot is not None
-        self.store.commit(self.info, self.snapshot)
+        self.store.commit(self.info, self.staged or self.snapshot)
         try:
             self.store.cleanup(self.activation.id)
         except Exception as exc:  # old generations are removed by a later run

@@ -7,11 +7,20 @@ end, `finish()` gives the counts, the warnings, the removed keys and the new sta
 Rules (DESIGN.md §2):
 
 * No previous state (first run, or after a reset) is a **full run**: every row is exported.
-* INSERT: a row is added when its key is not in the state; the state is every key ever delivered
-  (keys are never dropped, so a deleted then re-inserted key is not sent again; contents stay as
-  first delivered). UPSERT / DIFFERENCE: added = key not in the state, updated = key in the state
-  with a different content fingerprint (any mapped column changed), removed = state keys not seen
-  in the source; the new state is exactly the source's keys with their current contents.
+* INSERT: a row is added when its key is not in the state, i.e. not in the previous run's rows (a
+  key that was removed and comes back is new again); the state is the source's keys.
+  UPSERT / DIFFERENCE: added = key not in the state, updated = key in the state with a different
+  content fingerprint (any mapped column changed), removed = state keys not seen in the source.
+* Against an **in-flight** state (`pending=True`: a run wrote it, then may or may not have
+  delivered its files, see `core.state.base`), an entry with the `SENT` bit is uncertain: its row
+  is sent again whatever its content (INSERT too), as added when it was sent as added or was a
+  `GONE` tombstone (the partner may lack it), as updated otherwise; a tombstone not in the source
+  is removed again.
+  Certain entries classify as above. So every row on which the partner may differ from the
+  source is sent, and the run converges (README, "How the state works").
+* The new state has the source's keys with their current contents, the `SENT` bit on every row
+  this run sends (and `ADDED` on those it sends as added), and (DIFFERENCE) a `GONE` tombstone per
+  removed key: if the run's files may not have arrived, the next run knows what to send again.
 * Duplicate keys: the **first occurrence in source order** is the row of record (classified,
   tracked in the state); later ones are flagged `duplicate`, never touch the state, and are not
   exported by delta runs (a full run exports every row as read).
@@ -26,7 +35,7 @@ produced lazily in sorted chunks, so a run holds about 25 bytes per state row pl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +44,7 @@ import pyarrow as pa
 
 from .errors import SourceError
 from .fingerprint import Fingerprints, split_key_array
-from .state.base import Entries
+from .state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
 
 Mode = Literal["insert", "upsert", "difference"]
 OnDuplicateKey = Literal["warn", "fail"]
@@ -122,31 +131,34 @@ class DeltaSummary:
         return self._differ._removed_mask(hi, lo)
 
     def removed_keys(self) -> Entries:
-        """The removed entries (key, last delivered content), sorted."""
+        """The removed entries (key, last delivered content), sorted; call before `new_state`."""
         d = self._differ
-        if d.mode == "insert":
-            return Entries.empty()
         keep = ~d.seen
         return Entries(d.prev.hi[keep], d.prev.lo[keep], d.prev.content[keep])
 
 
 def filter_removed(
-    batches: Iterable[pa.RecordBatch], summary: DeltaSummary, key_column: str = "__filecast_key"
+    batches: Iterable[pa.RecordBatch], summary: DeltaSummary, key_column: str = "__filecast_key",
+    keep: Callable[[pa.RecordBatch], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """From last-values payload batches (with a `fixed_size_binary(16)` key column, see
-    `Fingerprints.key_array`), keep the removed rows, without the key column."""
+    `Fingerprints.key_array`), keep the removed rows, without the key column; `keep` also gets
+    them with it (the new payload keeps its tombstones' last delivered values)."""
     for batch in batches:
         hi, lo = split_key_array(batch.column(key_column))
         mask = summary.removed_mask(hi, lo)
         if mask.any():
             kept = batch.filter(pa.array(mask))
+            if keep is not None:
+                keep(kept)
             yield kept.drop_columns([key_column])
 
 
 class Differ:
     """Streams one run's classification; `previous=None` means there is no state (a full run).
 
-    The previous entries' arrays are owned and modified in place by the differ.
+    `pending`: `previous` is an in-flight generation (its `SENT` bits and tombstones count);
+    else a committed one (`settle`d). The previous entries' arrays are owned and modified in place.
     """
 
     def __init__(
@@ -154,6 +166,7 @@ class Differ:
         previous: Entries | None,
         mode: Mode,
         *,
+        pending: bool = False,
         key_columns: Sequence[str] = (),
         on_duplicate_key: OnDuplicateKey = "warn",
     ):
@@ -161,7 +174,18 @@ class Differ:
             raise ValueError(f"unknown delta mode `{mode}`; modes are: insert, upsert, difference")
         self.mode: Mode = mode
         self.full = previous is None
-        self.prev = previous if previous is not None else Entries.empty()
+        prev = previous if previous is not None else Entries.empty()
+        self.uncertain: np.ndarray | None = None  # in flight: sent, delivery unknown (tombstones too)
+        self.fresh: np.ndarray | None = None  # in flight: sent as added or removed; the partner may lack it
+        if pending:
+            uncertain = (prev.content & SENT) != 0
+            fresh = uncertain & ((prev.content & ADDED) != 0)
+            self.uncertain = uncertain if uncertain.any() else None
+            self.fresh = fresh if fresh.any() else None
+            np.bitwise_and(prev.content, CONTENT_BITS, out=prev.content)
+        else:
+            prev = settle(prev)
+        self.prev = prev
         self.seen = np.zeros(len(self.prev), dtype=bool)
         self.runs: list[Entries] = []  # keys added in this run: sorted runs, merged LSM-style
         self.added = 0
@@ -179,7 +203,7 @@ class Differ:
         masks = {name: np.zeros(n, dtype=bool) for name in ("added", "updated", "unchanged", "duplicate")}
         null_key = fp.null_key.copy()
         rows = np.flatnonzero(~null_key)
-        hi, lo, content = fp.key_hi[rows], fp.key_lo[rows], fp.content[rows]
+        hi, lo, content = fp.key_hi[rows], fp.key_lo[rows], _content(fp.content[rows])
         order = _order(hi, lo)
         rows, hi, lo, content = rows[order], hi[order], lo[order], content[order]
         first = np.ones(len(rows), dtype=bool)
@@ -194,13 +218,17 @@ class Differ:
         masks["duplicate"][rows[matched][repeat]] = True
         at, m_rows, m_content = at[~repeat], rows[matched][~repeat], content[matched][~repeat]
         self.seen[at] = True
+        again = self.uncertain[at] if self.uncertain is not None else np.zeros(len(at), dtype=bool)
+        back = self.fresh[at] if self.fresh is not None else np.zeros(len(at), dtype=bool)
         if self.mode == "insert":
-            masks["unchanged"][m_rows] = True
+            masks["added"][m_rows[again]] = True
+            sent = back = again
         else:
-            changed = self.prev.content[at] != m_content
-            self.prev.content[at[changed]] = m_content[changed]
-            masks["updated"][m_rows[changed]] = True
-            masks["unchanged"][m_rows[~changed]] = True
+            sent = (self.prev.content[at] != m_content) | again
+            masks["added"][m_rows[back]] = True
+            masks["updated"][m_rows[sent & ~back]] = True
+        self.prev.content[at[sent]] = m_content[sent] | SENT | np.where(back[sent], ADDED, np.uint64(0))
+        masks["unchanged"][m_rows[~sent]] = True
 
         fresh = ~matched
         known = self._in_runs(hi[fresh], lo[fresh])
@@ -208,7 +236,7 @@ class Differ:
         new = np.flatnonzero(fresh)[~known]
         masks["added"][rows[new]] = True
         if len(new):
-            self._add_run(Entries(hi[new], lo[new], content[new]))
+            self._add_run(Entries(hi[new], lo[new], content[new] | SENT | ADDED))
 
         delta = BatchDelta(
             masks["added"], masks["updated"], masks["unchanged"], masks["duplicate"], null_key, self.full
@@ -219,8 +247,9 @@ class Differ:
     def finish(self) -> DeltaSummary:
         """Counts, warnings and the new state; call after the last batch, before publishing."""
         counts = dict(self.counts)
-        kept = len(self.prev) if self.mode == "insert" else int(self.seen.sum())
-        counts["removed"] = 0 if self.mode == "insert" else len(self.prev) - kept
+        seen = int(self.seen.sum())
+        counts["removed"] = len(self.prev) - seen
+        kept = len(self.prev) if self.mode == "difference" else seen  # DIFFERENCE keeps tombstones
         warnings = [
             KeyWarning(w.code, w.count, list(w.examples), w.describe(self.key_columns, self.full))
             for w in self.problems.values()
@@ -295,7 +324,9 @@ class Differ:
         np.bitwise_or.at(self.filter, slots >> np.uint64(3), bits)
 
     def _new_state(self) -> Iterator[Entries]:
-        prev, keep_all = self.prev, self.mode == "insert"
+        prev, keep_all = self.prev, self.mode == "difference"
+        if keep_all:
+            prev.content[~self.seen] = GONE  # removals sent: tombstones until the run is committed
         total = (len(prev) if keep_all else int(self.seen.sum())) + sum(len(r) for r in self.runs)
         parts = max(1, -(-total // _CHUNK_ROWS))
         bounds = [np.uint64(min((1 << 64) * j // parts, (1 << 64) - 1)) for j in range(parts)]
@@ -316,13 +347,18 @@ class Differ:
                 yield chunk
 
     def _removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        if self.mode == "insert":
-            return np.zeros(len(hi), dtype=bool)
         where = _find(self.prev, hi, lo)
         found = where >= 0
         removed = np.zeros(len(hi), dtype=bool)
         removed[found] = ~self.seen[where[found]]
         return removed
+
+
+def _content(content: np.ndarray) -> np.ndarray:
+    """Source content fingerprints as stored: 63 bits (the 64th is `SENT`), never all ones (`GONE`)."""
+    content = content & CONTENT_BITS
+    content[content == CONTENT_BITS] -= np.uint64(1)
+    return content
 
 
 def _order(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

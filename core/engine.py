@@ -137,6 +137,14 @@ def _close(store: StateStore) -> None:
         close()
 
 
+def published_unsettled(paths: list[str], delta: bool) -> str:
+    """What a failed run's error adds when some of its files went out (DESIGN.md §2)."""
+    shown = ", ".join(f"`{p}`" for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    files, were = (f"{len(paths)} files", "were") if len(paths) != 1 else ("1 file", "was")
+    told = f"; {files} ({shown}) {were} published before this failure"
+    return told + (" without the delta state advancing: the next run sends their changes again" if delta else "")
+
+
 def format_problems(activation: Activation, schema: pa.Schema) -> None:
     """What the format can't hold of the mapped columns (XML name collisions, Parquet intervals)."""
     problems = writer_for(activation.format).prepare_schema(schema, activation.format_options)
@@ -181,6 +189,7 @@ class Run:
         self.progress = progress
         self.source: SourceReader | None = None
         self.keys: encryption.Keys | None = None
+        self.published: dict[str, dict[str, Any]] = {}  # path → file, live at its final name (any attempt)
 
     async def execute(self) -> RunResult:
         record = self.record
@@ -197,12 +206,18 @@ class Run:
                             self.activation_id, attempt + 1, exception.message, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:  # Ctrl-C, or the host shutting down: say what was published
+            record.files = list(self.published.values())
             record.status, record.error = "failed", interrupted(record.files)
             record.finished_at = datetime.now(UTC)
             raise
+        if self.published:  # what partners can read, whichever attempt published it
+            record.files = list(self.published.values())
         if exception is None:
             record.status = "succeeded"
         else:
+            if self.published:
+                delta = self.catalog.activation(self.activation_id).run_type == "full_then_delta"
+                exception.message += published_unsettled(list(self.published), delta)
             record.status, record.error = "failed", exception.as_dict()
             log.warning("run %s of %s failed: %s", record.run_id, self.activation_id, exception.message)
         record.finished_at = datetime.now(UTC)
@@ -256,6 +271,8 @@ class Run:
                     self._check_warnings(plan)
                     if activation.manifest:
                         uploads.append(await self._manifest(destination, plan))
+                    if delta is not None:  # in flight: the next run knows these files may have arrived
+                        await asyncio.to_thread(delta.stage)
                 except BaseException:
                     for upload in uploads:
                         await upload.discard()
@@ -417,6 +434,8 @@ class Run:
                     await rest.discard()
                 self.record.files = self.record.files[:position]
                 raise
+            if position < len(self.record.files):  # a data file (the manifest is not one)
+                self.published[upload.path] = self.record.files[position]
 
     async def _upload(self, destination: Destination, bridge: _Bridge, encoder: asyncio.Future[Any]) -> list[Upload]:
         """Event loop: open, write and finish uploads as the encoder produces them."""

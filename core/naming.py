@@ -179,16 +179,22 @@ GRANULARITY = {"ms": 0.001, "x": 0.001, "run_id": 0.0, "ss": 1, "X": 1, "mm": 60
 
 
 def overwrite_risk(activation: Any) -> str | None:
-    """A scheduled SNAPSHOT whose name doesn't change between two runs overwrites the previous file."""
-    if activation.schedule is None or activation.sync_mode != "snapshot":
+    """A scheduled activation whose name doesn't change between two runs overwrites the previous file:
+    a SNAPSHOT (or FULL ONLY) file is replaced by a newer full one; a delta file holds changes that no
+    later file repeats, so overwriting it before the partner collected it loses them."""
+    if activation.schedule is None:
         return None
     names = {n for n in _fields(activation.file_name) + _fields(activation.folder) if n}
     finest = min((GRANULARITY[n] for n in names if n in GRANULARITY), default=None)
     interval = schedule_interval(activation.schedule)
     if finest is not None and finest <= interval:
         return None
-    return (f"`{activation.file_name}` names the same file for two runs of schedule `{activation.schedule}`, so "
-            "each run overwrites the previous file; add a finer time placeholder (e.g. {HH}) if that is not meant")
+    said = f"`{activation.file_name}` names the same file for two runs of schedule `{activation.schedule}`, so "
+    if activation.run_type == "full_then_delta":
+        return (said + f"each run overwrites the previous run's file, and with `{activation.sync_mode}` the changes "
+                "it holds are lost if the partner has not collected it yet; add a time placeholder as fine as the "
+                "schedule (e.g. {HH}{mm}) or {run_id}")
+    return said + "each run overwrites the previous file; add a finer time placeholder (e.g. {HH}) if that is not meant"
 
 
 def schedule_interval(schedule: str) -> float:

@@ -29,7 +29,7 @@ from .catalog import Catalog, load_catalog
 from .engine import Run, RunResult
 from .errors import CatalogError, DuplicateRun, NotFound, RunInProgress
 from .records import RunRecord, iso, new_run_id, parse_time
-from .settings import RUNS_QUEUE, Settings
+from .settings import RUNS_QUEUE, STORAGE_SETTING, Settings
 from .stores import CatalogStore, Leases, RunStore, ScheduleMarks, Tables
 
 log = logging.getLogger(__name__)
@@ -77,22 +77,38 @@ def _previous_read(runs: RunStore | None, activation: str, run_id: str) -> int |
     return None
 
 
+def storage_services(settings: Settings) -> Services | None:
+    """Filecast's stores when its storage account is configured (always so for delta runs), else
+    None: a run without them can take no lease and keep no history."""
+    from .storage import connection_string
+
+    names = (f"{STORAGE_SETTING}__accountName", f"{STORAGE_SETTING}__tableServiceUri")
+    return Services(settings) if connection_string(settings) or any(settings.get(n) for n in names) else None
+
+
 async def run_activation(
     settings: Settings, catalog: Catalog, activation_id: str, *, logical_time: datetime | None = None,
     trigger: str = "manual", run_id: str | None = None, services: Services | None = None,
     progress: Callable[[int, int], None] | None = None, retries: int | None = None,
-    record: RunRecord | None = None, alert: bool = True,
+    record: RunRecord | None = None, alert: bool = True, busy_fails: bool = False,
 ) -> RunResult:
     """Run one activation now, in-process. With `services`, the run holds the activation's lease and
-    its record is kept in the history. A caller that passes its own `record` can still read it when
-    the run is interrupted (cancelled) and this raises."""
+    its record is kept in the history. A lease held by another run raises `RunInProgress` (the
+    runner's message waits), or with `busy_fails` ends this run as failed, having done nothing. A
+    caller that passes its own `record` can still read it when the run is interrupted (cancelled)
+    and this raises."""
     catalog.activation(activation_id)  # unknown ids fail before anything starts
     logical_time = logical_time or datetime.now(UTC)
     record = record or RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
     if services is None:
         return await Run(catalog, activation_id, settings, record, progress=progress, retries=retries).execute()
     runs, leases = services.runs, services.leases
-    leases.acquire(activation_id, record.run_id)
+    try:
+        leases.acquire(activation_id, record.run_id)
+    except RunInProgress as exc:
+        if not busy_fails:
+            raise
+        return _busy(record, leases.holder(activation_id), exc)
     try:
         record.status = "running"
         runs.save(record)
@@ -114,6 +130,15 @@ async def run_activation(
         return result
     finally:
         leases.release(activation_id, record.run_id)
+
+
+def _busy(record: RunRecord, holder: str | None, exc: RunInProgress) -> RunResult:
+    """The record of a run refused because another run of the activation holds the lease."""
+    exc.message = (f"activation `{record.activation}` is already running (run `{holder or 'unknown'}`), and two "
+                   "runs of one activation never overlap: this run published nothing; try again when it ends")
+    record.status, record.error = "failed", exc.as_dict()
+    record.finished_at = datetime.now(UTC)
+    return RunResult(record, exc)
 
 
 async def _renew(leases: Leases, activation: str, run_id: str) -> None:

@@ -115,7 +115,10 @@ class DuckDBSource:
 
         def stream() -> Iterator[pa.RecordBatch]:
             with map_duckdb_errors(self.what):
-                yield from reader
+                try:
+                    yield from reader
+                except (pa.ArrowException, OSError) as exc:  # DuckDB's error, surfaced by pyarrow's reader
+                    raise SourceError(f"{self.what} failed: {exc}") from exc
 
         return reader.schema, stream()
 

@@ -10,6 +10,15 @@ commit one wins and the other gets `StateConflict`. An optional **payload** (byt
 delivered values of the mapped rows, for DIFFERENCE's `_removed` files) belongs to a generation
 and shares its lifecycle.
 
+Between the two, `stage` records the written generation as **in flight** (also guarded by the
+token): its files are about to be published, so nobody knows whether the partner got them. `load`
+returns the in-flight generation when there is one (`Snapshot.pending`), else the current one.
+An in-flight generation describes what the partner may hold, entry by entry (`core.diff` uses it):
+a content with the `SENT` bit was sent by the run that wrote it and may or may not have arrived
+(`ADDED` too: sent as a new row); `GONE` is a row whose removal was sent the same way; an entry
+without the bit is certain. Once committed, every entry is certain: `settle` drops the tombstones
+and clears the bits (content fingerprints keep 62 bits).
+
 Packed layout (also the Table Storage property format): the keys as 16-byte big-endian digests,
 one after the other, followed by the contents as 8-byte big-endian integers.
 """
@@ -27,6 +36,10 @@ import numpy as np
 from ..errors import StateConflict
 
 ENTRY_BYTES = 24
+SENT = np.uint64(1 << 63)  # content bit: sent by the run that wrote the generation, delivery unknown
+ADDED = np.uint64(1 << 62)  # with SENT: sent as a new row (`_added`), so the partner may lack it
+CONTENT_BITS = np.uint64((1 << 62) - 1)  # what a content fingerprint keeps of its 64 bits
+GONE = np.uint64((1 << 64) - 1)  # a tombstone: the row's removal was sent, delivery unknown
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,17 @@ class Snapshot:
     info: StateInfo | None
     entries: Entries
     token: str | None
+    pending: bool = False  # `info` is the in-flight generation, not a committed one
+
+
+def settle(entries: Entries) -> Entries:
+    """A committed generation's entries as certain ones: tombstones dropped, `SENT` bits cleared."""
+    gone = entries.content == GONE
+    if gone.any():
+        keep = ~gone
+        entries = Entries(entries.hi[keep], entries.lo[keep], entries.content[keep])
+    np.bitwise_and(entries.content, CONTENT_BITS, out=entries.content)
+    return entries
 
 
 def conflict_error(activation: str) -> StateConflict:
@@ -165,8 +189,15 @@ class StateStore(Protocol):
         """Store a new generation from sorted, consecutive chunks; it is not current until `commit`."""
         ...
 
+    def stage(self, info: StateInfo, snapshot: Snapshot) -> Snapshot:
+        """Record the written generation `info` as in flight, before its files are published, if the
+        state is still the one `snapshot` saw (else `StateConflict`: nothing may be published).
+        Returns the snapshot (token) that `commit` then checks; the current generation stays."""
+        ...
+
     def commit(self, info: StateInfo, snapshot: Snapshot) -> None:
-        """Make `info` current if the state is still the one `snapshot` saw, else `StateConflict`."""
+        """Make `info` current (and clear the in-flight one) if the state is still the one `snapshot`
+        saw, else `StateConflict`."""
         ...
 
     def reset(self, activation: str) -> None:
@@ -174,8 +205,9 @@ class StateStore(Protocol):
         ...
 
     def cleanup(self, activation: str) -> int:
-        """Remove the generations no run can commit any more: every non-current generation whose
-        writing started before the current one was committed (by the store's clock). Generations
-        started later may belong to a run in flight; the next commit's cleanup removes them.
+        """Remove the generations no run can commit any more: every generation neither current nor in
+        flight whose writing started before the pointer last changed (a stage, commit or reset, by
+        the store's clock). Generations started later may belong to a run in progress; a later
+        cleanup removes them.
         Returns how many generations were removed."""
         ...

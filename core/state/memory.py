@@ -31,7 +31,8 @@ class _Generation:
 class _Pointer:
     generation: str | None  # None: a reset tombstone
     version: int
-    committed: int  # logical time of the last commit or reset
+    committed: int  # logical time of the last stage, commit or reset
+    pending: str | None = None  # the in-flight generation
 
 
 class _PayloadWriter(io.BytesIO):
@@ -67,11 +68,13 @@ class MemoryStateStore:
             self._enter("load")
             pointer = self._pointers.get(activation)
             token = None if pointer is None else str(pointer.version)
-            if pointer is None or pointer.generation is None:
+            shown = None if pointer is None else pointer.pending or pointer.generation
+            if pointer is None or shown is None:
                 return Snapshot(activation, None, Entries.empty(), token)
-            generation = self._generations[(activation, pointer.generation)]
+            generation = self._generations[(activation, shown)]
             assert generation.info is not None and generation.entries is not None
-            return Snapshot(activation, generation.info, generation.entries.copy(), token)
+            return Snapshot(activation, generation.info, generation.entries.copy(), token,
+                            pending=pointer.pending is not None)
 
     def begin(self, activation: str) -> str:
         with self._lock:
@@ -124,18 +127,32 @@ class MemoryStateStore:
             record.info = StateInfo(activation, generation, len(entries), dict(meta or {}), payload)
             return record.info
 
+    def stage(self, info: StateInfo, snapshot: Snapshot) -> Snapshot:
+        with self._lock:
+            self._enter("stage")
+            pointer = self._swap(info, snapshot)
+            version = 1 if pointer is None else pointer.version + 1
+            current = None if pointer is None else pointer.generation
+            self._pointers[info.activation] = _Pointer(current, version, next(self._clock), info.generation)
+            return Snapshot(info.activation, info, Entries.empty(), str(version), pending=True)
+
     def commit(self, info: StateInfo, snapshot: Snapshot) -> None:
         with self._lock:
             self._enter("commit")
-            pointer = self._pointers.get(info.activation)
-            current = None if pointer is None else str(pointer.version)
-            if current != snapshot.token:
-                raise conflict_error(info.activation)
-            record = self._generations.get((info.activation, info.generation))
-            if record is None or record.info is None:
-                raise StateError(f"state generation `{info.generation}` was not written or was cleaned up")
+            pointer = self._swap(info, snapshot)
             version = 1 if pointer is None else pointer.version + 1
             self._pointers[info.activation] = _Pointer(info.generation, version, next(self._clock))
+
+    def _swap(self, info: StateInfo, snapshot: Snapshot) -> _Pointer | None:
+        """The pointer `stage`/`commit` replace, checked against the token `snapshot` carries."""
+        pointer = self._pointers.get(info.activation)
+        current = None if pointer is None else str(pointer.version)
+        if current != snapshot.token:
+            raise conflict_error(info.activation)
+        record = self._generations.get((info.activation, info.generation))
+        if record is None or record.info is None:
+            raise StateError(f"state generation `{info.generation}` was not written or was cleaned up")
+        return pointer
 
     def reset(self, activation: str) -> None:
         with self._lock:
@@ -156,7 +173,7 @@ class MemoryStateStore:
                 key
                 for key, record in self._generations.items()
                 if key[0] == activation
-                and key[1] != pointer.generation
+                and key[1] not in (pointer.generation, pointer.pending)
                 and record.started < pointer.committed
             ]
             for key in dead:

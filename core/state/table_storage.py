@@ -9,14 +9,16 @@ sharded by key prefix. Layout in the table:
 
     PartitionKey               RowKey      holds
     {activation}               current     the pointer: generation id ("" after a reset), rows,
-                                           meta; its ETag is the commit token
+                                           meta, and the in-flight generation (`pending`,
+                                           `pending_rows`…); its ETag is the commit token
     {activation}@{generation}  meta        written by `begin`; its service Timestamp dates the
                                            generation for cleanup
     {activation}@{generation}  s000000…    the shards, 4 per entity-group transaction (< 4 MiB)
 
-A generation is written in full before `commit` swaps the pointer with `update_entity(etag=…,
-match_condition=IfNotModified)` (or `create_entity` when there was no pointer): of two racing
-commits one wins and the other gets `StateConflict`. Payloads go to the blob
+A generation is written in full; `stage` then merges it into the pointer as in flight and
+`commit` replaces the pointer with it, both with `etag=…, match_condition=IfNotModified` (or
+`create_entity` when there was no pointer): of two racing runs one stages first and the other gets
+`StateConflict` before publishing anything. Payloads go to the blob
 `{activation}/{generation}.bin` of the state container, staged in blocks and committed on close.
 Sync SDK clients, with a small thread pool for shard reads and writes (sent as raw requests by
 `table_requests.py`); call from asyncio via `asyncio.to_thread`. Azure errors are translated at
@@ -189,9 +191,10 @@ class TableStorageStateStore:
                 return Snapshot(activation, None, Entries.empty(), None)
             self._ready.add("table")
             token = pointer.metadata["etag"]
-            if not pointer.get("generation"):
+            pending = bool(pointer.get("pending"))
+            if not pointer.get("generation") and not pending:
                 return Snapshot(activation, None, Entries.empty(), token)
-            info = _info(activation, pointer)
+            info = _info(activation, pointer, "pending_" if pending else "")
             entries = Entries.allocate(info.rows)
             shards = _shards(info.rows)
             ranges = [(i, min(i + SHARDS_PER_PAGE, shards)) for i in range(0, shards, SHARDS_PER_PAGE)]
@@ -202,7 +205,7 @@ class TableStorageStateStore:
                 f"the delta state of `{activation}` (generation `{info.generation}`) is incomplete: "
                 f"{got} of {shards} shards found; reset the activation to start with a full run"
             )
-        return Snapshot(activation, info, entries, token)
+        return Snapshot(activation, info, entries, token, pending=pending)
 
     def _read_range(self, activation: str, info: StateInfo, entries: Entries, first: int, stop: int) -> int:
         pk = f"{activation}@{info.generation}"
@@ -268,30 +271,31 @@ class TableStorageStateStore:
         _release_freed_memory()
         return StateInfo(activation, generation, rows, dict(meta or {}), payload)
 
+    def stage(self, info: StateInfo, snapshot: Snapshot) -> Snapshot:
+        entity = {"PartitionKey": info.activation, "RowKey": POINTER, **_pointer_fields(info, "pending_")}
+        if snapshot.token is None:
+            entity["generation"] = ""
+        token = self._swap(info, snapshot, entity, UpdateMode.MERGE, "recording the new delta state of")
+        return Snapshot(info.activation, info, Entries.empty(), token, pending=True)
+
     def commit(self, info: StateInfo, snapshot: Snapshot) -> None:
-        entity = {
-            "PartitionKey": info.activation,
-            "RowKey": POINTER,
-            "generation": info.generation,
-            "rows": info.rows,
-            "rows_per_shard": ROWS_PER_SHARD,
-            "payload": info.payload,
-            "meta": json.dumps(dict(info.meta), sort_keys=True),
-            "format": FORMAT,
-        }
-        with map_azure_errors(f"committing the delta state of `{info.activation}`"):
+        entity = {"PartitionKey": info.activation, "RowKey": POINTER, **_pointer_fields(info, "")}
+        self._swap(info, snapshot, entity, UpdateMode.REPLACE, "committing the delta state of")
+
+    def _swap(self, info: StateInfo, snapshot: Snapshot, entity: dict[str, Any], mode: UpdateMode,
+              what: str) -> str:
+        """Write the pointer if it is still the one `snapshot` saw (its ETag); returns the new ETag."""
+        with map_azure_errors(f"{what} `{info.activation}`"):
             try:
                 if snapshot.token is None:
-                    self.table.create_entity(entity)
+                    written = self.table.create_entity(entity)
                 else:
-                    self.table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=snapshot.token,
-                        match_condition=MatchConditions.IfNotModified,
+                    written = self.table.update_entity(
+                        entity, mode=mode, etag=snapshot.token, match_condition=MatchConditions.IfNotModified
                     )
             except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
                 raise conflict_error(info.activation) from exc
+        return str(written["etag"])
 
     # --- housekeeping ---
 
@@ -310,8 +314,8 @@ class TableStorageStateStore:
                 pointer = self.table.get_entity(activation, POINTER)
             except ResourceNotFoundError:
                 return 0
-        committed, current = pointer.metadata["timestamp"], pointer.get("generation")
-        dead = [g for g, started in self._generations(activation) if g != current and started < committed]
+        committed, keep = pointer.metadata["timestamp"], (pointer.get("generation"), pointer.get("pending"))
+        dead = [g for g, started in self._generations(activation) if g not in keep and started < committed]
         self._remove(activation, dead)
         return len(dead)
 
@@ -362,16 +366,25 @@ def _shards(rows: int) -> int:
     return -(-rows // ROWS_PER_SHARD)
 
 
-def _info(activation: str, pointer: Mapping[str, Any]) -> StateInfo:
+def _info(activation: str, pointer: Mapping[str, Any], prefix: str) -> StateInfo:
+    """The generation the pointer names: the current one (`prefix=""`) or the in-flight one."""
     if pointer.get("format") != FORMAT or pointer.get("rows_per_shard") != ROWS_PER_SHARD:
         raise StateError(f"the delta state of `{activation}` has an unknown layout; reset the activation")
     return StateInfo(
         activation,
-        pointer["generation"],
-        int(pointer["rows"]),
-        json.loads(pointer.get("meta") or "{}"),
-        bool(pointer.get("payload")),
+        pointer["pending" if prefix else "generation"],
+        int(pointer[f"{prefix}rows"]),
+        json.loads(pointer.get(f"{prefix}meta") or "{}"),
+        bool(pointer.get(f"{prefix}payload")),
     )
+
+
+def _pointer_fields(info: StateInfo, prefix: str) -> dict[str, Any]:
+    """The pointer's properties naming `info`: as the current generation, or (`pending_`) in flight."""
+    fields: dict[str, Any] = {"generation" if not prefix else "pending": info.generation}
+    fields.update({f"{prefix}rows": info.rows, f"{prefix}payload": info.payload,
+                   f"{prefix}meta": json.dumps(dict(info.meta), sort_keys=True)})
+    return {**fields, "rows_per_shard": ROWS_PER_SHARD, "format": FORMAT}
 
 
 def _shard_entities(pk: str, chunks: Iterable[Entries]) -> Iterator[dict[str, Any]]:

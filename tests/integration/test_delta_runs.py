@@ -136,6 +136,12 @@ def test_insert_sends_only_new_keys(target: Target, tmp_path: Path) -> None:
     mutate(db, *CHANGES)
     second = target.run(db, "insert", 2)
     assert files(target, second) == {"people_20250402.csv": [("5", "Eve", "20")]}
+    # README's worked example, day 3: key 4 was removed on day 2 and comes back, so it is new again
+    # (INSERT compares with the previous run's keys); the removal of key 2 sends nothing.
+    mutate(db, "INSERT INTO people VALUES (4, 'Dee', 61, 'd')", "DELETE FROM people WHERE id = 2")
+    third = target.run(db, "insert", 3)
+    assert files(target, third) == {"people_20250403.csv": [("4", "Dee", "61")]}
+    assert third["rows"]["added"] == 1 and third["rows"]["removed"] == 1 and third["rows"]["exported"] == 1
 
 
 def test_difference_writes_added_updated_removed(target: Target, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.diff import Differ, InvalidKeys, Mode, filter_removed
 from core.fingerprint import Fingerprints, fingerprint_batch
-from core.state.base import Entries
+from core.state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
 from core.state.memory import MemoryStateStore
 
 KEY = "__filecast_key"
@@ -38,8 +38,10 @@ def state(pairs: dict[int, int]) -> Entries:
 
 
 def as_dict(entries: Iterable[Entries]) -> dict[int, int]:
+    """A new state as it reads once committed (`settle`: no tombstones, no `SENT` bits)."""
     merged = Entries.concat(entries)
     assert merged.is_sorted_unique()
+    merged = settle(merged)
     return {int(h): int(c) for h, c in zip(merged.hi, merged.content, strict=True)}
 
 
@@ -80,20 +82,62 @@ def test_upsert_and_difference_classify_against_the_state() -> None:
         assert rows(first.export) == [0, 1] and rows(second.export) == []
         summary = differ.finish()
         assert summary.counts["removed"] == 1 and summary.counts["exported"] == 2
-        assert as_dict(summary.new_state()) == {1: 10, 2: 21, 4: 40}
         assert as_dict([summary.removed_keys()]) == {3: 30}
+        assert as_dict(summary.new_state()) == {1: 10, 2: 21, 4: 40}
         assert summary.removed_mask(
             np.array([3, 1, 9], np.uint64), np.array([3, 1, 9], np.uint64)
         ).tolist() == [True, False, False]
 
 
-def test_insert_keeps_every_delivered_key_and_ignores_content() -> None:
+def test_insert_compares_with_the_previous_runs_keys_and_ignores_content() -> None:
     differ = Differ(state({1: 10, 2: 20}), "insert")
     delta = differ.classify(fps([1, 3], [99, 30]))
     assert rows(delta.unchanged) == [0] and rows(delta.added) == [1] and rows(delta.export) == [1]
     summary = differ.finish()
-    assert summary.counts["removed"] == 0 and summary.removed_keys().hi.size == 0
-    assert as_dict(summary.new_state()) == {1: 10, 2: 20, 3: 30}  # 2 stays, 1 keeps its first content
+    assert summary.counts["removed"] == 1 and as_dict([summary.removed_keys()]) == {2: 20}
+    assert as_dict(summary.new_state()) == {1: 10, 3: 30}  # bounded by the source; 1 keeps its content
+    # Key 2 comes back: it is not in the previous run's keys, so it is sent again.
+    again = Differ(state({1: 10, 3: 30}), "insert")
+    assert rows(again.classify(fps([1, 2, 3], [10, 20, 30])).export) == [1]
+
+
+def test_new_state_marks_what_the_run_sends_and_tombstones_removals() -> None:
+    differ = Differ(state({1: 10, 2: 20, 3: 30}), "difference")
+    differ.classify(fps([1, 2, 4], [10, 21, 40]))
+    merged = Entries.concat(differ.finish().new_state())
+    assert merged.hi.tolist() == [1, 2, 3, 4]
+    assert merged.content.tolist() == [10, 21 | int(SENT), int(GONE), 40 | int(SENT | ADDED)]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "difference"])
+def test_an_in_flight_state_resends_every_uncertain_row(mode: Mode) -> None:
+    # In flight: 1 certain, 2 sent (maybe not delivered), 3 a sent removal, 4 sent.
+    prev = Entries(np.array([1, 2, 3, 4], np.uint64), np.array([1, 2, 3, 4], np.uint64),
+                   np.array([10, 20 | int(SENT), int(GONE), 40 | int(SENT)], np.uint64))
+    differ = Differ(prev if mode == "difference" else Entries(prev.hi[[0, 1, 3]], prev.lo[[0, 1, 3]],
+                                                             prev.content[[0, 1, 3]]), mode, pending=True)
+    delta = differ.classify(fps([1, 2, 3], [10, 20, 30]))  # 2 unchanged, 3 back, 4 gone
+    assert rows(delta.unchanged) == [0] and rows(delta.export) == [1, 2]
+    if mode == "difference":
+        assert rows(delta.updated) == [1] and rows(delta.added) == [2]
+    summary = differ.finish()
+    assert summary.counts["removed"] == 1
+    assert summary.removed_mask(np.array([4, 3], np.uint64), np.array([4, 3], np.uint64)).tolist() == [True, False]
+    assert as_dict(summary.new_state()) == {1: 10, 2: 20, 3: 30}
+
+
+def test_insert_against_an_in_flight_state_resends_uncertain_keys() -> None:
+    prev = Entries(np.array([1, 2], np.uint64), np.array([1, 2], np.uint64),
+                   np.array([0, int(SENT | ADDED)], np.uint64))
+    delta = Differ(prev, "insert", pending=True).classify(fps([1, 2, 3]))
+    assert rows(delta.added) == [1, 2] and rows(delta.unchanged) == [0]
+
+
+def test_contents_never_collide_with_the_flags() -> None:
+    differ = Differ(None, "upsert")
+    differ.classify(fps([1, 2], [int(GONE), int(SENT) | 5]))
+    merged = Entries.concat(differ.finish().new_state())
+    assert merged.content.tolist() == [int(CONTENT_BITS - np.uint64(1) | SENT | ADDED), 5 | int(SENT | ADDED)]
 
 
 def test_duplicates_across_batches_and_against_the_state() -> None:
@@ -137,7 +181,7 @@ def test_keys_sharing_their_high_64_bits() -> None:
     delta = differ.classify(fps([7, 7, 7, 7], [3, 2, 4, 0], lo=[9, 5, 6, 9]))
     assert rows(delta.unchanged) == [0, 1] and rows(delta.added) == [2] and rows(delta.duplicate) == [3]
     summary = differ.finish()
-    merged = Entries.concat(summary.new_state())
+    merged = settle(Entries.concat(summary.new_state()))
     assert merged.lo.tolist() == [5, 6, 9] and merged.content.tolist() == [2, 4, 3]
 
 
@@ -152,10 +196,10 @@ def test_many_batches_and_chunked_new_state() -> None:
     summary = differ.finish()
     chunks = list(summary.new_state())
     assert len(chunks) > 1 and sum(map(len, chunks)) == summary.new_rows == len(np.unique(hi))
-    merged = Entries.concat(chunks)
+    merged = settle(Entries.concat(chunks))
     assert merged.is_sorted_unique()
     order = np.argsort(hi, kind="stable")
-    assert np.array_equal(merged.hi, hi[order]) and np.array_equal(merged.content, content[order])
+    assert np.array_equal(merged.hi, hi[order]) and np.array_equal(merged.content, content[order] & CONTENT_BITS)
 
 
 def test_duplicates_found_once_the_added_keys_filter_is_on() -> None:
@@ -204,10 +248,10 @@ class Oracle:
         old = self.delivered
         if self.mode == "insert":
             exported = [r for k, r in first.items() if k not in old]
-            self.delivered = {**old, **{k: r[:3] for k, r in first.items() if k not in old}}
+            self.delivered = {k: old.get(k, r[:3]) for k, r in first.items()}
             return exported, []
         exported = [r for k, r in first.items() if k not in old or old[k] != r[:3]]
-        removed = [v for k, v in old.items() if k not in first]
+        removed = [v for k, v in old.items() if k not in first] if self.mode == "difference" else []
         self.delivered = {k: r[:3] for k, r in first.items()}
         return exported, removed
 
@@ -240,7 +284,7 @@ def run_engine(
     sink.close()
     summary = differ.finish()
     removed: list = []
-    if snapshot.info is not None and snapshot.info.payload:
+    if mode == "difference" and snapshot.info is not None and snapshot.info.payload:  # as the engine
         with pa.ipc.open_stream(store.read_payload(snapshot.info)) as reader:
             removed = [tuple(r.values()) for b in filter_removed(reader, summary, KEY) for r in b.to_pylist()]
     info = store.write("act", generation, summary.new_state(), payload=True, meta={"mode": mode})

@@ -70,4 +70,4 @@ def test_an_interrupted_run_lists_the_files_it_published_and_keeps_the_state(tmp
     assert record.error == {"code": "interrupted", "message": "the run was interrupted after publishing 1 file(s) "
                             "(`people_added.csv`); the delta state did not advance, so the next run sends those "
                             "rows again"}
-    assert state.load("sync").info is None  # nothing committed: the next run is a full one again
+    assert state.load("sync").pending  # staged in flight, never committed: the next run sends those rows again

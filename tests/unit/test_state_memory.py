@@ -126,6 +126,50 @@ class StoreContract:
         assert store.cleanup("a9") == 1
         assert store.load("a9").info.rows == 8  # type: ignore[union-attr]
 
+    def test_a_staged_generation_is_loaded_until_committed(self, store: StateStore) -> None:
+        commit(store, "c1", entries(5, seed=21))
+        before = store.load("c1")
+        staged_entries = entries(7, seed=22)
+        info = store.write("c1", store.begin("c1"), [staged_entries], meta={"mode": "upsert"})
+        staged = store.stage(info, before)
+        # In flight (the run's files are being published): the next run compares against it.
+        loaded = store.load("c1")
+        assert loaded.pending and loaded.info is not None and loaded.info.generation == info.generation
+        assert loaded.info.rows == 7 and dict(loaded.info.meta) == {"mode": "upsert"}
+        assert same(loaded.entries, staged_entries)
+        with pytest.raises(StateConflict):  # the stage moved the token: an older snapshot can't commit
+            store.commit(info, before)
+        assert store.cleanup("c1") == 0  # keeps both the current and the in-flight generation
+        store.commit(info, staged)
+        after = store.load("c1")
+        assert not after.pending and after.info is not None and after.info.generation == info.generation
+        assert store.cleanup("c1") == 1
+
+    def test_a_second_run_cannot_stage_over_the_first(self, store: StateStore) -> None:
+        first, second = store.load("c2"), store.load("c2")  # no state yet: two first runs
+        i1 = store.write("c2", store.begin("c2"), [entries(3, seed=23)])
+        i2 = store.write("c2", store.begin("c2"), [entries(4, seed=24)])
+        store.stage(i1, first)
+        with pytest.raises(StateConflict):  # refused before it publishes anything
+            store.stage(i2, second)
+        loaded = store.load("c2")
+        assert loaded.pending and loaded.info is not None and loaded.info.rows == 3
+
+    def test_a_stage_after_an_interrupted_one_and_a_reset(self, store: StateStore) -> None:
+        commit(store, "c3", entries(5, seed=25))
+        i1 = store.write("c3", store.begin("c3"), [entries(6, seed=26)])
+        store.stage(i1, store.load("c3"))  # the run dies after publishing: never committed
+        again = store.load("c3")
+        assert again.pending and again.info is not None and again.info.rows == 6
+        i2 = store.write("c3", store.begin("c3"), [entries(8, seed=27)])
+        store.commit(i2, store.stage(i2, again))
+        assert not store.load("c3").pending and store.load("c3").info.rows == 8  # type: ignore[union-attr]
+        assert store.cleanup("c3") == 2  # the first generation and the interrupted one
+        i3 = store.write("c3", store.begin("c3"), [entries(2, seed=28)])
+        store.stage(i3, store.load("c3"))
+        store.reset("c3")
+        assert store.load("c3").info is None and not store.load("c3").pending
+
     def test_payload_round_trip(self, store: StateStore) -> None:
         snapshot = store.load("b1")
         generation = store.begin("b1")
