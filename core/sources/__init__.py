@@ -22,7 +22,7 @@ def open_source(source: Source, settings: Settings) -> SourceReader:
         from .duckdb import DuckDBSource
 
         assert source.database is not None
-        return DuckDBSource(source.database)
+        return DuckDBSource(source.database, memory_limit=source.memory_limit)
     if source.type in ("postgresql", "adbc"):
         uri = settings.secret(source.uri_setting, purpose=f"connection URI of source `{source.id}`") \
             if source.uri_setting else None
