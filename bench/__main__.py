@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.rows < 10 or args.rounds < 1:
         parser.error(f"unknown case `{unknown[0]}`; cases are: {', '.join(ALL_CASES)}" if unknown
                      else "--rows must be at least 10 and --rounds at least 1")
+    # A stopped benchmark stops its services too: SIGTERM unwinds through their `with` blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tolerance = 3.0 if args.ci else 1.0
     dlt_note = "left out (--no-dlt)" if args.no_dlt else None
     if dlt_note is None and any(c in FORMATS for c in chosen):

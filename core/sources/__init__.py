@@ -18,6 +18,9 @@ from .base import Source as SourceReader
 
 def open_source(source: Source, settings: Settings) -> SourceReader:
     """Connect to a catalog source; secrets come from the app settings the catalog names."""
+    from ..arrow_memory import use_lean_pool
+
+    use_lean_pool()  # before the run's first batch: the writers' buffers come from this pool
     if source.type == "duckdb":
         from .duckdb import DuckDBSource
 
