@@ -2,11 +2,10 @@
 
 Peak RSS is the kernel's high-water mark, VmHWM in /proc/<pid>/status, read every 10 ms from
 the child and its descendants (the largest of them; descendants looked up every 0.2 s): VmHWM
-only grows, so a sample misses at most what the last 10 ms before exit added.
-Not `wait4`'s `ru_maxrss`: a child spawned through
-vfork inherits the *parent's* high-water mark at exec (Linux keeps the old mm's maximum), so it
-reported the benchmark's own peak for every small run. Wall time runs from spawn to exit:
-start-up, imports and teardown count, as they do for a user.
+only grows, so a sample misses at most what the last 10 ms before exit added. Not `wait4`'s
+`ru_maxrss`: a child spawned through vfork inherits the *parent's* high-water mark at exec (Linux
+keeps the old mm's maximum), so it reported the benchmark's own peak for every small run. Wall
+time runs from spawn to exit: start-up, imports and teardown count, as they do for a user.
 """
 
 from __future__ import annotations
