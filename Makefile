@@ -6,9 +6,9 @@ AZURITE_VERSION ?= 3.37.0
 PY := $(VENV)/bin/python
 export FILECAST_TOOLS := $(TOOLS)
 # Debian packages the integration tests use (FTP, SFTP, PostgreSQL servers, GnuPG, a browser).
-DEBIAN_PACKAGES := vsftpd postgresql openssh-server openssh-client gnupg chromium chromium-driver
+DEBIAN_PACKAGES := vsftpd postgresql openssh-server openssh-client gnupg chromium chromium-driver curl
 
-.PHONY: setup system-packages demo test test-unit lint deploy-check clean
+.PHONY: setup system-packages demo test test-unit lint deploy-check clean bench
 
 setup: $(VENV)/.installed $(TOOLS)/node_modules/.bin/azurite
 
@@ -48,6 +48,10 @@ test-unit: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# Filecast, dlt (its own venv under .bench/, made on first use) and the limit, side by side (README "Benchmarks").
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 deploy-check: setup
 	$(PY) devtools/deployed.py

@@ -45,6 +45,7 @@ class Source:
     type: str                                # duckdb | postgresql | adbc
     database: Path | None = None             # duckdb: absolute path of the database file
     allow_file_access: bool = False          # duckdb: model SQL may read files, ATTACH, load extensions
+    memory_limit: str | None = None          # duckdb: its memory cap, e.g. `64MB` (default: the source's)
     uri_setting: str | None = None           # postgresql, adbc: app setting holding the connection URI
     statement_timeout: float | None = None   # postgresql: seconds a model query may run (server-side)
     driver: str | None = None                # adbc: driver module, e.g. adbc_driver_sqlite
@@ -331,14 +332,16 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
     r = _Reader(problems, f"sources.{sid}", raw)
     kind = r.choice("type", ("duckdb", "postgresql", "adbc"), "duckdb")
     if kind == "duckdb":
-        r.known(("type", "database", "allow_file_access"))
+        r.known(("type", "database", "allow_file_access", "memory_limit"))
         database = r.text("database", required=True)
+        memory_limit = _memory_limit(r)
         path = None
         if database is not None:
             path = Path(database)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
-        return Source(sid, kind, database=path, allow_file_access=r.flag("allow_file_access", False))
+        return Source(sid, kind, database=path, allow_file_access=r.flag("allow_file_access", False),
+                      memory_limit=memory_limit)
     if kind == "postgresql":
         r.known(("type", "uri_setting", "statement_timeout"))
         timeout = None
@@ -391,6 +394,22 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
             option_settings[str(key)] = value
     return Source(sid, kind, uri_setting=r.setting("uri_setting"), driver=driver, dialect=dialect,
                   options=options, option_settings=option_settings)
+
+
+def _memory_limit(r: _Reader) -> str | None:
+    """A DuckDB source's `memory_limit`, as DuckDB takes it (`64MB`); at least 16 MB."""
+    value = r.raw.get("memory_limit")
+    if value is None:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        r.problem("memory_limit", str(exc))
+        return None
+    if size < 16 * 1000**2:
+        r.problem("memory_limit", f"must be at least 16MB (DuckDB needs room for a scan), got `{_show(value)}`")
+        return None
+    return f"{size // 1000}KB"
 
 
 def _model(problems: list[Problem], mid: str, raw: Any, sources: Mapping[str, Source]) -> Model:

@@ -49,6 +49,7 @@ RETRIES = 2        # further attempts after a transient failure, within one run
 BACKOFF = 2.0      # seconds before the first retry; doubles each time, at most 60 s
 QUEUE_DEPTH = 4  # file events between the encoder thread and the uploader (a data chunk is ≥ 1 MiB,
 #                  at most one encoded batch)
+QUEUE_BYTES = 4 * 1024 * 1024  # and at most this many bytes of data chunks queued (one larger chunk passes alone)
 PROGRESS_EVERY = 10.0  # seconds between progress log lines
 CHANGE_TYPES = ("added", "updated", "removed")  # DIFFERENCE's files, in this order
 
@@ -76,6 +77,16 @@ class _Bridge:
         self.loop = loop
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
         self.stop = threading.Event()
+        self.queued = 0  # bytes of data chunks in the queue; bounds memory, not just the item count
+        self.room = threading.Condition()
+
+    async def get(self) -> Any:
+        item = await self.queue.get()
+        if item is not self.DONE and item[0] == "data":
+            with self.room:
+                self.queued -= len(item[2])
+                self.room.notify()
+        return item
 
     def put(self, item: Any) -> None:
         future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
@@ -93,6 +104,12 @@ class _Bridge:
         self.put(("open", index, path, content_type))
 
     def data(self, index: int, chunk: bytes) -> None:
+        with self.room:
+            while self.queued and self.queued + len(chunk) > QUEUE_BYTES:
+                if self.stop.is_set():
+                    raise _Stopped
+                self.room.wait(0.2)
+            self.queued += len(chunk)
         self.put(("data", index, chunk))
 
     def close(self, index: int, info: FileInfo) -> None:
@@ -443,7 +460,7 @@ class Run:
         finished: list[Upload] = []
         try:
             while True:
-                item = await bridge.queue.get()
+                item = await bridge.get()
                 if item is bridge.DONE:
                     break
                 kind, index = item[0], item[1]

@@ -18,11 +18,15 @@ from .base import Source as SourceReader
 
 def open_source(source: Source, settings: Settings) -> SourceReader:
     """Connect to a catalog source; secrets come from the app settings the catalog names."""
+    from ..arrow_memory import use_lean_pool
+
+    use_lean_pool()  # before the run's first batch: the writers' buffers come from this pool
     if source.type == "duckdb":
         from .duckdb import DuckDBSource
 
         assert source.database is not None
-        return DuckDBSource(source.database, allow_file_access=source.allow_file_access)
+        return DuckDBSource(source.database, allow_file_access=source.allow_file_access,
+                            memory_limit=source.memory_limit)
     if source.type in ("postgresql", "adbc"):
         uri = settings.secret(source.uri_setting, purpose=f"connection URI of source `{source.id}`") \
             if source.uri_setting else None
