@@ -96,7 +96,7 @@ def host_key_error(context: SftpContext) -> DestinationError:
     return context.error(
         f"the host key of {context.host} is `{context.seen}` ({context.seen_type}), not the pinned {pinned}: "
         f"nothing was sent to it. If the server's key changed on purpose, set `host_key` of destination "
-        f"`{context.id}` to `{context.seen}` (`python -m core validate --probe` prints it); otherwise the "
+        f"`{context.id}` to `{context.seen}` (`filecast validate --probe` prints it); otherwise the "
         "connection may be intercepted",
         "host_key_mismatch")
 

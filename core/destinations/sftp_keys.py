@@ -45,7 +45,7 @@ def host_key_problems(value: object) -> list[str]:
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not entries or not all(isinstance(e, str) and e.strip() for e in entries):
         return ["is required: the server's `SHA256:` fingerprint or `known_hosts` line, or a list of them "
-                "(`python -m core validate --probe` prints the line to paste)"]
+                "(`filecast validate --probe` prints the line to paste)"]
     problems = []
     for entry in entries:
         entry = entry.strip()

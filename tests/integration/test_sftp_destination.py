@@ -171,7 +171,7 @@ def test_a_host_key_mismatch_fails_before_authentication(sftp_server: SftpTarget
     assert failed(result, record, "host_key_mismatch") == (
         f"the host key of 127.0.0.1:{sftp_server.port} is `{seen}` (ssh-ed25519), not the pinned `{wrong}`: nothing "
         "was sent to it. If the server's key changed on purpose, set `host_key` of destination `target` to "
-        f"`{seen}` (`python -m core validate --probe` prints it); otherwise the connection may be intercepted")
+        f"`{seen}` (`filecast validate --probe` prints it); otherwise the connection may be intercepted")
     assert not (sftp_server.root / "home/alex/never-mismatch").exists()
     added = log.read_text()[len(before):]
     assert "Host key is not trusted" in added and "[preauth]" in added

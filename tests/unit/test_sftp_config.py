@@ -51,7 +51,7 @@ def test_every_problem_is_listed() -> None:
         "secrets)",
         "destinations.partner.passphrase_setting: is the passphrase of `private_key_setting`, which is not set",
         "destinations.partner.host_key: is required: the server's `SHA256:` fingerprint or `known_hosts` line, or "
-        "a list of them (`python -m core validate --probe` prints the line to paste)",
+        "a list of them (`filecast validate --probe` prints the line to paste)",
     ]
 
 
