@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from core.catalog import Destination  # noqa: E402
 from core.destinations import ftp  # noqa: E402
+from core.destinations.base import Destination as Target  # noqa: E402
 from core.destinations.ftp import FtpDestination  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from devtools.certs import make_ca  # noqa: E402
@@ -63,11 +64,9 @@ def server_cpu(server: FtpServer | Vsftpd) -> float:
     return cpu_seconds([server.process.pid, *descendants(server.process.pid)])
 
 
-async def upload_once(destination: FtpDestination, server: FtpServer | Vsftpd, total: int, chunk: bytes,
-                      name: str) -> tuple[float, float, float]:
-    """Wall-clock, client CPU and server CPU seconds of one upload."""
-    started, cpu, served = time.perf_counter(), time.process_time(), server_cpu(server)
-    upload = await destination.open(f"bench/{name}", content_type="application/octet-stream")
+async def send(destination: Target, path: str, total: int, chunk: bytes) -> None:
+    """Upload `total` bytes, `chunk` after `chunk`, and publish them: what every upload benchmark times."""
+    upload = await destination.open(path, content_type="application/octet-stream")
     sent = 0
     while sent < total:
         piece = chunk[: min(len(chunk), total - sent)]
@@ -75,6 +74,13 @@ async def upload_once(destination: FtpDestination, server: FtpServer | Vsftpd, t
         sent += len(piece)
     await upload.finish(total, b"")
     await upload.publish()
+
+
+async def upload_once(destination: FtpDestination, server: FtpServer | Vsftpd, total: int, chunk: bytes,
+                      name: str) -> tuple[float, float, float]:
+    """Wall-clock, client CPU and server CPU seconds of one upload."""
+    started, cpu, served = time.perf_counter(), time.process_time(), server_cpu(server)
+    await send(destination, f"bench/{name}", total, chunk)
     elapsed, used, server_used = time.perf_counter() - started, time.process_time() - cpu, server_cpu(server) - served
     await destination.remove_quietly(f"bench/{name}")  # frees the server's tmpfs pages for the next run
     return elapsed, used, server_used

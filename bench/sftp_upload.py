@@ -38,6 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.ftp_upload import send  # noqa: E402
 from core.catalog import Destination  # noqa: E402
 from core.destinations.sftp import SftpDestination  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -68,14 +69,7 @@ def openssh_put(sshd: Sshd, site: SshdSite, user: str, source: Path, name: str, 
 async def filecast_put(config: Destination, password: str, total: int, chunk: bytes, name: str) -> float:
     started = time.perf_counter()
     async with SftpDestination(config, Settings({"BENCH_SFTP_PASSWORD": password}), timeout=60) as destination:
-        upload = await destination.open(name, content_type="application/octet-stream")
-        sent = 0
-        while sent < total:
-            piece = chunk[: min(len(chunk), total - sent)]
-            await upload.write(piece)
-            sent += len(piece)
-        await upload.finish(total, b"")
-        await upload.publish()
+        await send(destination, name, total, chunk)
     return time.perf_counter() - started
 
 

@@ -261,13 +261,18 @@ def load_catalog(path: str | Path) -> Catalog:
 
 def load_catalog_partly(path: str | Path) -> tuple[Catalog, list[Problem]]:
     """The catalog file as far as it is valid, and every problem (see `parse_catalog_partly`)."""
+    return parse_catalog_partly(read_catalog(path), base_dir=Path(path).resolve().parent)
+
+
+def read_catalog(path: str | Path) -> Any:
+    """A catalog file's document, unvalidated: its size is checked before it is read."""
     path = Path(path)
     try:
         check_size(path.stat().st_size, str(path))
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
-    return parse_catalog_partly(parse_text(text, str(path)), base_dir=path.resolve().parent)
+    return parse_text(text, str(path))
 
 
 def parse_text(text: str, origin: str = "catalog") -> Any:

@@ -228,13 +228,9 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
 
 
 def _apply(path: str, services: Services) -> int:
-    from .catalog import deployment_warnings, parse_text
+    from .catalog import deployment_warnings, read_catalog
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(f"cannot read the catalog `{path}`: {exc.strerror or exc}") from exc
-    catalog = services.catalogs.apply(parse_text(text, path), base_dir=Path(path).resolve().parent)
+    catalog = services.catalogs.apply(read_catalog(path), base_dir=Path(path).resolve().parent)
     for warning in deployment_warnings(catalog):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"applied {path}: {len(catalog.activations)} activations", file=sys.stderr)
