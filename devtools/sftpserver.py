@@ -73,7 +73,7 @@ class FaultySftpServer(asyncssh.SFTPServer):
         self.written = 0
         self.dropped = False
 
-    async def write(self, file_obj: object, offset: int, data: bytes) -> int:  # type: ignore[override]
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         faults = self.faults
         if faults.rate:
             await asyncio.sleep(len(data) / faults.rate)

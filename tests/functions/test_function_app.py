@@ -14,7 +14,7 @@ import yaml
 import function_app
 from devtools.services import Azurite
 
-FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+FUNCTIONS = {str(f.get_function_name()): f for f in function_app.app.get_functions()}
 
 
 def bindings(name: str) -> list[dict[str, Any]]:
@@ -38,7 +38,7 @@ def test_timer_queue_and_http_bindings() -> None:
     [queue] = bindings("runner")
     assert queue["type"] == "queueTrigger" and queue["queueName"] == "activation-runs"
     assert queue["connection"] == "AzureWebJobsStorage"
-    routes = {}
+    routes: dict[tuple[str, str], str] = {}
     for name in FUNCTIONS:
         trigger = bindings(name)[0]
         if trigger["type"] == "httpTrigger":
@@ -53,7 +53,7 @@ def test_timer_queue_and_http_bindings() -> None:
     for function in FUNCTIONS.values():  # what the host indexes
         assert function.get_dict_repr()["scriptFile"] == "function_app.py"
         assert [b["name"] for b in function.get_dict_repr()["bindings"]] == \
-            [b["name"] for b in bindings(function.get_function_name())]
+            [b["name"] for b in bindings(str(function.get_function_name()))]
 
 
 @pytest.fixture

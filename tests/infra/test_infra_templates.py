@@ -10,6 +10,7 @@ import ast
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -221,7 +222,7 @@ def test_every_checkov_skip_says_why() -> None:
 
 
 @pytest.fixture
-def broken(tmp_path: Path):
+def broken(tmp_path: Path) -> Callable[..., Path]:
     """Returns a function that copies infra/ and replaces `pattern` (a regex) in one file."""
 
     def make(relative: str, pattern: str, replacement: str = "") -> Path:
@@ -236,38 +237,38 @@ def broken(tmp_path: Path):
     return make
 
 
-def test_noticed_terraform_loses_a_setting(broken, bicep: Template) -> None:
+def test_noticed_terraform_loses_a_setting(broken: Callable[..., Path], bicep: Template) -> None:
     root = broken("terraform/main.tf", r"^\s*SCHEDULER_CRON\s*=.*?\n")
     problems = setting_problems(bicep, load_terraform(root), REQUIRED_APP_SETTINGS)
     assert "terraform: app setting `SCHEDULER_CRON` is not set" in problems
     assert "app setting `SCHEDULER_CRON`: set in bicep only" in problems
 
 
-def test_noticed_bicep_loses_a_setting(broken, terraform: Template) -> None:
+def test_noticed_bicep_loses_a_setting(broken: Callable[..., Path], terraform: Template) -> None:
     root = broken("bicep/modules/functionapp.bicep", r"^\s*\{ name: 'FILECAST_STATE_CONTAINER'.*?\n")
     problems = setting_problems(load_bicep(root), terraform, REQUIRED_APP_SETTINGS)
     assert "bicep: app setting `FILECAST_STATE_CONTAINER` is not set" in problems
 
 
-def test_noticed_bicep_loses_the_secret_map(broken, terraform: Template) -> None:
+def test_noticed_bicep_loses_the_secret_map(broken: Callable[..., Path], terraform: Template) -> None:
     root = broken("bicep/modules/functionapp.bicep", r"concat\(appSettings, secretAppSettings\)", "appSettings")
     problems = setting_problems(load_bicep(root), terraform, REQUIRED_APP_SETTINGS)
     assert "bicep: no Key Vault-referenced settings built from a map parameter" in problems
 
 
-def test_noticed_terraform_loses_a_resource(broken, bicep: Template) -> None:
+def test_noticed_terraform_loses_a_resource(broken: Callable[..., Path], bicep: Template) -> None:
     root = broken("terraform/main.tf", r'^resource "azurerm_storage_queue" "runs" \{.*?^\}\n')
     problems = resource_problems(bicep, load_terraform(root))
     assert "terraform: no storage_queue resource" in problems
 
 
-def test_noticed_bicep_loses_a_resource(broken, terraform: Template) -> None:
+def test_noticed_bicep_loses_a_resource(broken: Callable[..., Path], terraform: Template) -> None:
     root = broken("bicep/modules/keyvault.bicep", r"^resource vault .*?^\}\n")
     problems = resource_problems(load_bicep(root), terraform)
     assert "bicep: no key_vault resource" in problems
 
 
-def test_noticed_a_role_in_one_template_only(broken, bicep: Template) -> None:
+def test_noticed_a_role_in_one_template_only(broken: Callable[..., Path], bicep: Template) -> None:
     root = broken("terraform/main.tf", r'^resource "azurerm_role_assignment" "app_table_contributor" \{.*?^\}\n')
     problems = resource_problems(bicep, load_terraform(root))
     assert "role `Storage Table Data Contributor` for the app identity: in bicep only" in problems

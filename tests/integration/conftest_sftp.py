@@ -30,6 +30,7 @@ def sftp_server() -> Iterator[SftpTarget]:
         if site is not None:
             site.remove()
         unavailable("sshd", exc)
+    assert site is not None
     try:
         yield SftpTarget(sshd, site, passwords)
     finally:

@@ -77,6 +77,7 @@ def test_an_unknown_activation_exits_2_in_every_subcommand(tmp_path: Path, demo_
                                                           env: dict[str, str]) -> None:
     path = write_catalog(tmp_path / "catalog.yaml", lake_catalog(str(demo_db)))
     expected = "error: no activation `nope` in the catalog; activations are: to_lake"
+    args: tuple[str, ...]
     for args in (("run", "nope", "--catalog", str(path)), ("preview", "nope", "--catalog", str(path)),
                  ("reset", "nope", "--catalog", str(path))):
         result = cli(*args, env=env)
@@ -253,5 +254,5 @@ def test_gzip_parts_in_azure_are_bounded_as_stored_and_served_as_gzip(tmp_path: 
     for blob in blobs:
         data = gzip.decompress(container.download_blob(blob.name).readall())
         (tmp_path / blob.name.removesuffix(".gz")).write_bytes(data)
-    rows = duckdb.sql(f"select count(*), count(distinct customer_id) from read_csv('{tmp_path}/customers-*.csv')")
+    rows = duckdb.execute(f"select count(*), count(distinct customer_id) from read_csv('{tmp_path}/customers-*.csv')")
     assert rows.fetchall() == [(100_000, 100_000)]

@@ -132,7 +132,7 @@ def test_every_format_decrypts_with_gpg_for_both_recipients_and_the_signature_ve
 
 def test_gzip_parts_armoured_and_unsigned(gpg_keys: dict[str, Any], people_db: Path) -> None:
     settings = settings_for(gpg_keys, "cv")
-    options = {"compression": "gzip", "max_file_rows": 1500}
+    options: dict[str, Any] = {"compression": "gzip", "max_file_rows": 1500}
     _, plain = export(people_db, settings, **options)
     result, files = export(people_db, settings, **options,
                            encryption={"recipients_setting": "PARTNER_KEYS", "armor": True})
@@ -176,7 +176,7 @@ def test_difference_files_and_the_manifest_are_encrypted(gpg_keys: dict[str, Any
     db = tmp_path / "people.duckdb"
     shutil.copy(people_db, db)
     settings = settings_for(gpg_keys, "rsa")
-    delta = {"run_type": "full_then_delta", "sync_mode": "difference", "manifest": True}
+    delta: dict[str, Any] = {"run_type": "full_then_delta", "sync_mode": "difference", "manifest": True}
     plain_state, state = MemoryStateStore(), MemoryStateStore()
     export(db, settings, state=plain_state, **delta)
     export(db, settings, state=state, encryption=SIGNED, **delta)

@@ -139,7 +139,7 @@ def test_azure_blob_export_matches_the_model(azurite: Azurite, demo_db: Path, tm
     content = blob.download_blob().readall()
     properties = blob.get_blob_properties()
     assert properties.content_settings.content_type == "text/csv; charset=utf-8"
-    assert bytes(properties.content_settings.content_md5).hex() == file["md5"]
+    assert bytes(properties.content_settings.content_md5 or b"").hex() == file["md5"]
     local = tmp_path / "downloaded.csv"
     local.write_bytes(content)
     assert len(content) == file["bytes"]

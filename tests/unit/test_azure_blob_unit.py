@@ -164,7 +164,7 @@ def test_retry_after_as_an_http_date() -> None:
 def http_error(status: int, code: str, cls: type[HttpResponseError] = HttpResponseError) -> HttpResponseError:
     error = cls(message=f"{code} RequestId:… Content: <Error>…</Error>")
     error.status_code = status
-    error.error_code = code  # type: ignore[assignment]
+    error.error_code = code  # type: ignore[attr-defined]
     return error
 
 
@@ -245,7 +245,7 @@ def test_connect_faults_are_retried_once_and_timeouts_are_set() -> None:
     for raw, connect in ((None, 10.0), ("3", 3.0)):
         values = {"EXPORT_STORAGE": conn, **({"FILECAST_AZURE_TIMEOUT": raw} if raw else {})}
         client = AzureBlobDestination(config, Settings(values)).client
-        transport = client._pipeline._transport
+        transport: Any = client._pipeline._transport
         assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (connect, connect * 6)
     with pytest.raises(DestinationError, match="app setting `FILECAST_AZURE_TIMEOUT` must be a number of seconds from "
                        "1 to 600, not `0`"):

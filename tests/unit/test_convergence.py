@@ -176,6 +176,7 @@ class Convergence(RuleBasedStateMachine):
                 if injected != ("state", "cleanup", False):  # the commit's cleanup left only the current one
                     assert len(self.state.generations("sync")) == 1, self.state.generations("sync")
             elif published:
+                assert record.error is not None
                 assert "published before this failure without the delta state advancing" in record.error["message"]
 
     def _run(self, destination_fault: tuple[str, int, bool] | None, retries: int) -> tuple[RunRecord | None,

@@ -352,7 +352,7 @@ def test_threads_do_not_change_results() -> None:
         {
             "id": np.arange(n),
             "s": pa.array(np.arange(n).astype(str)),
-            "v": pa.array(np.where(np.arange(n) % 3 == 0, None, np.arange(n) * 0.5)),
+            "v": pa.array(np.arange(n) * 0.5, mask=np.arange(n) % 3 == 0),
         }
     )
     assert_same(

@@ -223,7 +223,7 @@ def read_csv(data: bytes, schema: pa.Schema, delimiter: str = ",") -> list[dict]
     assert records[0] == schema.names
     rows = []
     for record in records[1:]:
-        row = {}
+        row: dict[str, Any] = {}
         for field, text in zip(schema, record, strict=True):
             nested = pa.types.is_list(field.type) or pa.types.is_struct(field.type) or pa.types.is_map(field.type)
             if text == CSV_NULL:
@@ -341,7 +341,7 @@ def test_output_does_not_depend_on_batch_boundaries(writer_class: type[Writer]) 
 
 
 TEXT_ONLY = [w for w in ALL_WRITERS if w.spec.name != "parquet"]
-XML_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\ufffe\uffff")
+XML_CHARS = st.characters(exclude_categories=["Cs"], exclude_characters="\ufffe\uffff")
 
 
 @pytest.mark.parametrize("writer_class", TEXT_ONLY, ids=by_name)

@@ -52,7 +52,7 @@ DURATION = re.compile(r"-?PT[0-9]+(\.[0-9]+)?S")  # xs:duration with seconds onl
 # -- strategies --------------------------------------------------------------------------------
 
 TEXT = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=20),
     st.sampled_from(["", " ", '"', '""', ",", "\n", "\r\n", "\r", "\x00", "a\x00b", "\x1f", "\u2028", "<&>]]>",
                      "\ufeff", "\ufffe", "\U0001f642", "null", "NULL", "nan", "-0", "1E-10"]),
     st.just("x" * 70_000),
@@ -281,7 +281,7 @@ def read_back(fmt: str, data: bytes, schema: pa.Schema) -> list[list[Any]]:
         out = []
         for record in records[1:]:
             assert len(record) == len(schema), record
-            row = []
+            row: list[Any] = []
             for field, field_text in zip(schema, record, strict=True):
                 if field_text == CSV_NULL:
                     row.append(None)

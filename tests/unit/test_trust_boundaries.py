@@ -213,7 +213,8 @@ def test_sqlite_sessions_are_read_only(tmp_path: Path) -> None:
     ("file_name", "{YYYY:>300}", "{YYYY:>300}"), ("folder", "out/{MM!s:>9}", "{MM!s:>9}"),
 ])
 def test_templates_take_no_format_spec_or_conversion(field: str, template: str, written: str) -> None:
-    doc = catalog_doc({"type": "duckdb", "database": "x"}, "SELECT 1", **{field: template})
+    fields: dict[str, Any] = {field: template}
+    doc = catalog_doc({"type": "duckdb", "database": "x"}, "SELECT 1", **fields)
     name = written[1:].split("!")[0].split(":")[0]
     assert problems(doc) == [f"activations.a.{field}: `{written}` has a format spec or conversion, which "
                              f"placeholders do not take; write `{{{name}}}`"]
@@ -303,8 +304,10 @@ SELECT * FROM (VALUES
 
 
 def test_decimals_are_positional_with_the_columns_scale_everywhere(tmp_path: Path) -> None:
-    table = duckdb.sql(DECIMALS_SQL.replace("INTERVAL 1 MICROSECOND", "NULL").replace(
-        "-INTERVAL 1500 MILLISECOND", "NULL")).select("id, d, e").to_arrow_table()
+    relation = duckdb.sql(DECIMALS_SQL.replace("INTERVAL 1 MICROSECOND", "NULL").replace(
+        "-INTERVAL 1500 MILLISECOND", "NULL"))
+    assert relation is not None
+    table = relation.select("id, d, e").to_arrow_table()
     span = pa.array([1_000, -1_500_000_000, None], pa.duration("ns"))
     table = table.append_column("span", span)
 
@@ -350,7 +353,7 @@ def test_one_column_csv_keeps_null_and_empty_rows(tmp_path: Path) -> None:
     assert pandas.read_csv(io.BytesIO(data))["v"].isna().tolist() == [False, True, True, True, False]
     assert pacsv.read_csv(io.BytesIO(data)).column("v").to_pylist() == ["a", "", "", "", "b"]
     (tmp_path / "one.csv").write_bytes(data)
-    assert duckdb.sql(f"SELECT v FROM read_csv('{tmp_path}/one.csv')").fetchall() == [
+    assert duckdb.execute(f"SELECT v FROM read_csv('{tmp_path}/one.csv')").fetchall() == [
         ("a",), (None,), (None,), (None,), ("b",)]
     assert list(csv.reader(io.StringIO(data.decode()))) == [["v"], ["a"], [""], [""], [""], ["b"]]
     with_marker = WRITERS["csv"](table.schema, {"null_value": "\\N"})
@@ -440,7 +443,7 @@ def test_parquet_with_fitting_decimals_reads_back_in_duckdb(tmp_path: Path) -> N
     table = pa.table({"d": pa.array([Decimal("99999999999999999999999999999999999999")], pa.decimal128(38, 0))})
     writer = WRITERS["parquet"](table.schema, {})
     (tmp_path / "d.parquet").write_bytes(writer.write(table.to_batches()[0]) + writer.end())
-    assert duckdb.sql(f"SELECT d::VARCHAR FROM '{tmp_path}/d.parquet'").fetchall() == [("9" * 38,)]
+    assert duckdb.execute(f"SELECT d::VARCHAR FROM '{tmp_path}/d.parquet'").fetchall() == [("9" * 38,)]
     assert pq.read_table(tmp_path / "d.parquet").equals(table)
 
 
