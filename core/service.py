@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from croniter import croniter
 from . import alerts
 from .catalog import Catalog, load_catalog
 from .clock import SYSTEM, Clock
+from .destinations import Destination
 from .engine import Run, RunResult
 from .errors import CatalogError, DuplicateRun, NotFound, RunInProgress
 from .records import RunRecord, iso, new_run_id, parse_time
@@ -45,19 +46,21 @@ class Services:
     Each is Filecast's Table Storage one unless given: `tables` (e.g. a
     `core.stores_memory.MemoryTableService` under `Tables`), or any store itself (the Protocols
     of `core.stores_base`), the runs `queue`, the delta `state` store (None: each run opens
-    Filecast's own and closes it) and the `clock`. `core.stores_memory.memory_services()` gives
-    them all in memory.
+    Filecast's own and closes it), the `clock`, and `destinations` by catalog destination id (the
+    others are built from the catalog). `core.stores_memory.memory_services()` gives them all in
+    memory.
     """
 
     def __init__(
         self, settings: Settings, *, tables: Tables | None = None, catalogs: CatalogStoreProtocol | None = None,
         runs: RunStoreProtocol | None = None, leases: LeasesProtocol | None = None,
         marks: ScheduleMarksProtocol | None = None, queue: RunQueue | None = None, state: StateStore | None = None,
-        clock: Clock = SYSTEM,
+        clock: Clock = SYSTEM, destinations: Mapping[str, Destination] | None = None,
     ):
         self.settings = settings
         self.state = state
         self.clock = clock
+        self.destinations = dict(destinations or {})
         self._tables, self._catalogs, self._runs, self._leases = tables, catalogs, runs, leases
         self._marks, self._queue = marks, queue
 
@@ -135,6 +138,7 @@ async def run_activation(
     catalog.activation(activation_id)  # unknown ids fail before anything starts
     clock = clock or (services.clock if services is not None else SYSTEM)
     state = state if state is not None or services is None else services.state
+    destination = services.destinations.get(catalog.activation(activation_id).destination) if services else None
     logical_time = logical_time or clock.now()
     record = record or RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
     if services is None:
@@ -153,7 +157,8 @@ async def run_activation(
         renewer = asyncio.create_task(_renew(leases, activation_id, record.run_id))
         try:
             run = Run(catalog, activation_id, settings, record, progress=progress, retries=retries, state=state,
-                      clock=clock, previous_read=_previous_read(runs, activation_id, record.run_id))
+                      clock=clock, destination=destination,
+                      previous_read=_previous_read(runs, activation_id, record.run_id))
             result = await run.execute()
         except asyncio.CancelledError:
             runs.save(record)  # the history keeps what an interrupted run published

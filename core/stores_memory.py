@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from .settings import Settings
 from .state.memory import MemoryStateStore
 
 if TYPE_CHECKING:
+    from .destinations import Destination
     from .service import Services
     from .state.base import StateStore
 
@@ -205,14 +206,15 @@ class MemoryQueue:
         return taken
 
 
-def memory_services(settings: Settings | None = None, *, clock: Clock = SYSTEM,
-                    state: StateStore | None = None) -> Services:
-    """`Services` whose stores, queue and delta state all live in this process (see the module doc)."""
+def memory_services(settings: Settings | None = None, *, clock: Clock = SYSTEM, state: StateStore | None = None,
+                    destinations: Mapping[str, Destination] | None = None) -> Services:
+    """`Services` whose stores, queue and delta state all live in this process (see the module doc);
+    runs write to `destinations` by catalog destination id (e.g. `core.destinations.memory`'s)."""
     from .service import Services
     from .stores import Tables
 
     settings = settings or Settings({})
     tables = Tables(settings, service=MemoryTableService(settings.table_prefix))
-    return Services(settings, tables=tables, queue=MemoryQueue(), clock=clock,
+    return Services(settings, tables=tables, queue=MemoryQueue(), clock=clock, destinations=destinations,
                     state=state if state is not None else MemoryStateStore())
 
