@@ -126,7 +126,8 @@ def test_a_transient_state_error_is_retried_within_the_run(tmp_path: Path) -> No
     state = MemoryStateStore()
     state.fail_on = {"load"}  # once
     destination = MemoryDestination()
-    result = run(tmp_path, 4, destination=destination, state=state, retries=1, run_type="full_then_delta", sync_mode="upsert")
+    result = run(tmp_path, 4, destination=destination, state=state, retries=1,
+                 run_type="full_then_delta", sync_mode="upsert")
     assert result.exception is None and result.record.status == "succeeded"
     assert state.calls[:2] == ["load", "load"]
     assert len(read_csv(destination.files["people.csv"])) == 4
@@ -147,7 +148,8 @@ class BrokenState(MemoryStateStore):
 
 def test_a_terminal_state_error_fails_the_run_without_retrying(tmp_path: Path) -> None:
     state, destination = BrokenState(transient=False), MemoryDestination()
-    result = run(tmp_path, 4, destination=destination, state=state, retries=2, run_type="full_then_delta", sync_mode="upsert")
+    result = run(tmp_path, 4, destination=destination, state=state, retries=2,
+                 run_type="full_then_delta", sync_mode="upsert")
     assert state.calls == ["load"]
     assert result.record.status == "failed" and not result.transient
     assert result.record.error == {"code": "state_error", "message": "the state store is unreachable"}
