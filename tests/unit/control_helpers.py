@@ -1,4 +1,5 @@
-"""Shared by the engine and service unit tests: a DuckDB table of people and a catalog exporting it."""
+"""Shared by the engine and service unit tests: a DuckDB table of people, a catalog exporting it, a
+broken state store."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from core.errors import StateError
+from core.state.base import Snapshot
+from core.state.memory import MemoryStateStore
 
 T0 = "2025-04-01T10:00:00Z"
 
@@ -29,3 +34,15 @@ def catalog_doc(db: Path, **activation: Any) -> dict[str, Any]:
         "destinations": {"out": {"type": "azure_blob", "container": "exports", "connection_setting": "OUT_STORAGE"}},
         "activations": {"sync": spec},
     }
+
+
+class BrokenState(MemoryStateStore):
+    """A delta state store whose `load` always fails, transiently or not."""
+
+    def __init__(self, transient: bool):
+        super().__init__()
+        self.transient = transient
+
+    def load(self, activation: str) -> Snapshot:
+        self.calls.append("load")
+        raise StateError("the state store is unreachable", transient=self.transient)

@@ -20,13 +20,11 @@ from core.catalog import parse_catalog
 from core.clock import ManualClock
 from core.destinations.memory import MemoryDestination
 from core.engine import Run, RunResult
-from core.errors import StateError
 from core.records import RunRecord
 from core.settings import Settings
-from core.state.base import Snapshot
 from core.state.memory import MemoryStateStore
 
-from .control_helpers import catalog_doc, people_db
+from .control_helpers import BrokenState, catalog_doc, people_db
 
 AT = datetime(2025, 4, 1, 10, 0, tzinfo=UTC)
 
@@ -133,17 +131,6 @@ def test_a_transient_state_error_is_retried_within_the_run(tmp_path: Path) -> No
     assert len(read_csv(destination.files["people.csv"])) == 4
     assert not state.load("sync").pending and state.load("sync").info is not None  # committed
 
-
-class BrokenState(MemoryStateStore):
-    """A state store whose `load` always fails, transiently or not."""
-
-    def __init__(self, transient: bool):
-        super().__init__()
-        self.transient = transient
-
-    def load(self, activation: str) -> Snapshot:
-        self.calls.append("load")
-        raise StateError("the state store is unreachable", transient=self.transient)
 
 
 def test_a_terminal_state_error_fails_the_run_without_retrying(tmp_path: Path) -> None:

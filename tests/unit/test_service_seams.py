@@ -26,11 +26,10 @@ from core.errors import RunInProgress, StateError
 from core.records import RunRecord
 from core.service import Services
 from core.settings import Settings
-from core.state.base import Snapshot
 from core.state.memory import MemoryStateStore
 from core.stores_memory import MemoryQueue, MemoryTableService, memory_services
 
-from .control_helpers import catalog_doc, people_db
+from .control_helpers import BrokenState, catalog_doc, people_db
 
 T0 = datetime(2025, 4, 1, 10, 0, tzinfo=UTC)
 
@@ -121,17 +120,6 @@ def test_row_drop_in_fail_on_fails_the_run_and_publishes_nothing(tmp_path: Path)
     assert third.warnings[0]["message"].endswith("than the 10 of the last successful run (threshold 50%)")
     assert [r.run_id for r in control.services.runs.history("sync")] == [third.run_id, second.run_id, first.run_id]
 
-
-class BrokenState(MemoryStateStore):
-    """A delta state store whose `load` always fails, transiently or not."""
-
-    def __init__(self, transient: bool):
-        super().__init__()
-        self.transient = transient
-
-    def load(self, activation: str) -> Snapshot:
-        self.calls.append("load")
-        raise StateError("the state store is unreachable", transient=self.transient)
 
 
 def test_a_transient_state_error_leaves_the_run_queued_for_the_host_to_retry(tmp_path: Path,
