@@ -93,7 +93,8 @@ def test_a_run_holds_the_lease_and_keeps_its_record_in_the_history(tmp_path: Pat
 ])
 def test_row_drop_compares_with_the_last_successful_run(tmp_path: Path, rows: int, threshold: int | None,
                                                         warned: str | None) -> None:
-    control = Control(tmp_path, **({"warnings": {"row_drop_percent": threshold}} if threshold else {}))
+    extra: dict[str, Any] = {"warnings": {"row_drop_percent": threshold}} if threshold else {}
+    control = Control(tmp_path, **extra)
     assert control.run().warnings == []
     control.clock.advance(timedelta(hours=1))
     people_db(control.db, rows)
