@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import Activation, parse_text
@@ -40,10 +39,12 @@ def _describe(activation: Activation) -> dict[str, Any]:
     }
 
 
-def handle(settings: Settings, operation: str, params: dict[str, str], body: bytes = b"") -> Response:
-    """Dispatch one API operation; never raises for a FilecastError."""
+def handle(settings: Settings, operation: str, params: dict[str, str], body: bytes = b"", *,
+           services: Services | None = None) -> Response:
+    """Dispatch one API operation; never raises for a FilecastError. `services`: the stores to use
+    (default: Filecast's Table Storage ones)."""
     try:
-        return _OPERATIONS[operation](Services(settings), params, body)
+        return _OPERATIONS[operation](services or Services(settings), params, body)
     except FilecastError as exc:
         return error(exc)
 
@@ -74,7 +75,7 @@ def _get(services: Services, params: dict[str, str], body: bytes) -> Response:
 
 def _run(services: Services, params: dict[str, str], body: bytes) -> Response:
     activation = services.catalog().activation(params["id"])
-    record = request_run(services, activation.id, datetime.now(UTC))
+    record = request_run(services, activation.id, services.clock.now())
     return 202, {"run_id": record.run_id, "status": record.status}
 
 
@@ -88,7 +89,8 @@ def _get_run(services: Services, params: dict[str, str], body: bytes) -> Respons
 
 
 def _preview(services: Services, params: dict[str, str], body: bytes) -> Response:
-    result = asyncio.run(preview_activation(services.settings, services.catalog(), params["id"]))
+    result = asyncio.run(preview_activation(services.settings, services.catalog(), params["id"], state=services.state,
+                                            clock=services.clock))
     if result.exception is not None:
         return error(result.exception)
     return 200, preview_json(result.record)
@@ -99,7 +101,7 @@ def _reset(services: Services, params: dict[str, str], body: bytes) -> Response:
     holder = services.leases.holder(activation.id)
     if holder is not None:
         raise RunInProgress(f"activation `{activation.id}` is running (run `{holder}`); reset it when the run ends")
-    reset_activation(services.settings, services.catalog(), activation.id)
+    reset_activation(services.settings, services.catalog(), activation.id, state=services.state)
     return 200, {"activation": activation.id, "reset": True, "next_run": "full"}
 
 

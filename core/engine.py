@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from . import encryption, naming
 from .catalog import Activation, Catalog
+from .clock import SYSTEM, Clock
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
 from .destinations.memory import PreviewDestination
@@ -68,27 +68,59 @@ class RunResult:
         return self.exception is not None and self.exception.transient
 
 
+@dataclass(frozen=True)
+class _Open:
+    """The encoder starts file `index` at `path`."""
+
+    index: int
+    path: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The next bytes of file `index`."""
+
+    index: int
+    chunk: bytes
+
+
+@dataclass(frozen=True)
+class _Close:
+    """File `index` is complete: its size and checksum."""
+
+    index: int
+    info: FileInfo
+
+
+class _Done:
+    """The encoder ended (whether it succeeded is what its future says)."""
+
+
+_Event = _Open | _Data | _Close | _Done
+
+
 class _Bridge:
     """Hands file events from the encoder thread to the event loop, with back-pressure."""
 
-    DONE = object()
+    DONE = _Done()
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
+        self.queue: asyncio.Queue[_Event] = asyncio.Queue(QUEUE_DEPTH)
         self.stop = threading.Event()
         self.queued = 0  # bytes of data chunks in the queue; bounds memory, not just the item count
         self.room = threading.Condition()
 
-    async def get(self) -> Any:
+    async def get(self) -> _Event:
         item = await self.queue.get()
-        if item is not self.DONE and item[0] == "data":
+        if isinstance(item, _Data):
             with self.room:
-                self.queued -= len(item[2])
+                self.queued -= len(item.chunk)
                 self.room.notify()
         return item
 
-    def put(self, item: Any) -> None:
+    def put(self, item: _Event) -> None:
         future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
         while True:
             if self.stop.is_set():
@@ -101,7 +133,7 @@ class _Bridge:
                 continue
 
     def open(self, index: int, path: str, content_type: str) -> None:
-        self.put(("open", index, path, content_type))
+        self.put(_Open(index, path, content_type))
 
     def data(self, index: int, chunk: bytes) -> None:
         with self.room:
@@ -110,10 +142,26 @@ class _Bridge:
                     raise _Stopped
                 self.room.wait(0.2)
             self.queued += len(chunk)
-        self.put(("data", index, chunk))
+        self.put(_Data(index, chunk))
 
     def close(self, index: int, info: FileInfo) -> None:
-        self.put(("close", index, info))
+        self.put(_Close(index, info))
+
+
+class _Staged:
+    """An attempt's uploads not yet published: the finished ones in publishing order, the open ones by
+    index. A failure anywhere before the last publish discards every one of them, in one place."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, Upload] = {}
+        self.finished: list[Upload] = []
+        self.published = 0  # how many of the attempt's uploads went live, in order
+
+    async def discard(self) -> None:
+        for upload in [*self.open.values(), *self.finished]:
+            await upload.discard()
+        self.open.clear()
+        self.finished.clear()
 
 
 @dataclass
@@ -192,13 +240,16 @@ class Run:
         *, destination: Destination | None = None, state: StateStore | None = None, preview: bool = False,
         previous_read: int | None = None,
         retries: int | None = None, backoff: float | None = None, progress: Callable[[int, int], None] | None = None,
+        clock: Clock = SYSTEM,
     ):
         self.catalog = catalog
         self.activation_id = activation_id
         self.settings = settings
         self.record = record
-        self.destination = destination
-        self.state = state
+        self.destination = destination  # None: the catalog's, built per attempt (a preview builds none)
+        self.state = state  # None: Filecast's own store, opened for a delta run and closed after it
+        self.clock = clock
+        self.opened_state: StateStore | None = None  # the store this run opened itself
         self.preview = preview
         self.previous_read = previous_read
         self.retries = RETRIES if retries is None else retries
@@ -210,7 +261,7 @@ class Run:
 
     async def execute(self) -> RunResult:
         record = self.record
-        record.status, record.started_at = "running", datetime.now(UTC)
+        record.status, record.started_at = "running", self.clock.now()
         exception: FilecastError | None = None
         try:
             for attempt in range(self.retries + 1):
@@ -225,7 +276,7 @@ class Run:
         except asyncio.CancelledError:  # Ctrl-C, or the host shutting down: say what was published
             record.files = list(self.published.values())
             record.status, record.error = "failed", interrupted(record.files)
-            record.finished_at = datetime.now(UTC)
+            record.finished_at = self.clock.now()
             raise
         if self.published:  # what partners can read, whichever attempt published it
             record.files = list(self.published.values())
@@ -237,7 +288,7 @@ class Run:
                 exception.message += published_unsettled(list(self.published), delta)
             record.status, record.error = "failed", exception.as_dict()
             log.warning("run %s of %s failed: %s", record.run_id, self.activation_id, exception.message)
-        record.finished_at = datetime.now(UTC)
+        record.finished_at = self.clock.now()
         return RunResult(record, exception)
 
     async def _attempt(self) -> FilecastError | None:
@@ -253,17 +304,20 @@ class Run:
             if self.source is not None:
                 self.source.close()
                 self.source = None
+            if self.opened_state is not None:
+                _close(self.opened_state)
+                self.opened_state = None
 
     async def _run(self) -> None:
         plan = Plan.build(self.catalog, self.activation_id, self.record)
         activation = plan.activation
         model = self.catalog.model_of(activation)
         self.keys = encryption.prepare(activation, self.settings, self.record.warn)  # bad keys fail before reading
-        # Built first: a missing setting or an expired SAS token fails before the warehouse is queried.
-        destination = self.destination or open_destination(
-            self.catalog.destinations[activation.destination], self.settings)
-        if self.preview:
-            destination = PreviewDestination()
+        if self.preview:  # a dry run builds no destination: nothing can reach it
+            destination: Destination = PreviewDestination()
+        else:  # built first: a missing setting or an expired SAS token fails before the warehouse is queried
+            destination = self.destination or open_destination(
+                self.catalog.destinations[activation.destination], self.settings)
         source_config = self.catalog.sources[model.source]
         self.source = await asyncio.to_thread(open_source, source_config, self.settings)
         if activation.segment is not None:
@@ -278,24 +332,24 @@ class Run:
         delta = await self._delta(activation, model)
         try:
             async with destination:
-                bridge = _Bridge(asyncio.get_running_loop())
-                encoder = asyncio.get_running_loop().run_in_executor(
-                    None, self._encode, plan, mapper, batches, bridge, delta)
-                uploads = await self._upload(destination, bridge, encoder)
-                seen = len(destination.warnings)
-                self.record.warnings.extend(destination.warnings)  # e.g. a SAS token expiring soon
+                staged = _Staged()
                 try:
+                    bridge = _Bridge(asyncio.get_running_loop())
+                    encoder = asyncio.get_running_loop().run_in_executor(
+                        None, self._encode, plan, mapper, batches, bridge, delta)
+                    await self._upload(destination, bridge, encoder, staged)
+                    seen = len(destination.warnings)
+                    self.record.warnings.extend(destination.warnings)  # e.g. a SAS token expiring soon
                     self._check_warnings(plan)
                     if activation.manifest:
-                        uploads.append(await self._manifest(destination, plan))
+                        await self._manifest(destination, plan, staged)
                     if delta is not None:  # in flight: the next run knows these files may have arrived
                         await asyncio.to_thread(delta.stage)
-                except BaseException:
-                    for upload in uploads:
-                        await upload.discard()
-                    self.record.files.clear()
+                    await self._publish(staged)
+                except BaseException:  # the one discard path: what is not live goes, the record keeps what is
+                    await staged.discard()
+                    self.record.files = self.record.files[:staged.published]
                     raise
-                await self._publish(uploads)
                 self.record.warnings.extend(destination.warnings[seen:])  # e.g. a two-step FTP replace
             if delta is not None:
                 # Only now, with every file published, does the new state become current.
@@ -303,8 +357,6 @@ class Run:
         finally:
             if delta is not None:
                 delta.discard()
-                if self.state is None:
-                    _close(delta.store)
 
     def _check_segment(self, segment_id: str, model_sql: str) -> None:
         """A segment's columns and value types against the model's real schema, before reading."""
@@ -320,14 +372,13 @@ class Run:
         self.record.full = True
         if activation.run_type != "full_then_delta":
             return None
-        store = self.state if self.state is not None else await asyncio.to_thread(state_store, self.settings)
+        if self.state is not None:
+            store = self.state
+        else:  # closed when the attempt ends (`_attempt`)
+            store = await asyncio.to_thread(state_store, self.settings)
+            self.opened_state = store
         delta = DeltaPass(store, activation, model, preview=self.preview)
-        try:
-            await asyncio.to_thread(delta.load)
-        except BaseException:
-            if self.state is None:
-                _close(store)
-            raise
+        await asyncio.to_thread(delta.load)
         if delta.reset_reason:
             self.record.warn("state_reset", delta.reset_reason)
         self.record.full = delta.full
@@ -356,7 +407,7 @@ class Run:
             raise FilecastError(f"warning `{first['code']}` fails this activation (fail_on): {first['message']}; "
                                 "nothing was published", code="failed_on_warning")
 
-    async def _manifest(self, destination: Destination, plan: Plan) -> Upload:
+    async def _manifest(self, destination: Destination, plan: Plan, staged: _Staged) -> None:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
         a = plan.activation
         path = naming.file_name(a.file_name, a.folder, plan.context, extension="manifest.json",
@@ -368,9 +419,9 @@ class Run:
         if self.keys is not None:
             body = await asyncio.to_thread(self.keys.encrypt, body)
         upload = await destination.open(path, content_type="application/json")
+        staged.finished.append(upload)  # published last: after the data files
         await upload.write(body)
         await upload.finish(len(body), hashlib.md5(body).digest())
-        return upload
 
     def _encode(self, plan: Plan, mapper: Mapper, batches: Any, bridge: _Bridge,
                 delta: DeltaPass | None) -> None:
@@ -442,44 +493,35 @@ class Run:
             with contextlib.suppress(_Stopped):
                 bridge.put(bridge.DONE)
 
-    async def _publish(self, uploads: list[Upload]) -> None:
-        for position, upload in enumerate(uploads):
-            try:
-                await upload.publish()
-            except BaseException:
-                for rest in uploads[position:]:
-                    await rest.discard()
-                self.record.files = self.record.files[:position]
-                raise
-            if position < len(self.record.files):  # a data file (the manifest is not one)
-                self.published[upload.path] = self.record.files[position]
+    async def _publish(self, staged: _Staged) -> None:
+        """Publish the finished uploads in order; what fails and what follows it stay staged."""
+        while staged.finished:
+            upload = staged.finished[0]
+            await upload.publish()
+            staged.finished.pop(0)
+            if staged.published < len(self.record.files):  # a data file (the manifest is not one)
+                self.published[upload.path] = self.record.files[staged.published]
+            staged.published += 1
 
-    async def _upload(self, destination: Destination, bridge: _Bridge, encoder: asyncio.Future[Any]) -> list[Upload]:
-        """Event loop: open, write and finish uploads as the encoder produces them."""
-        open_uploads: dict[int, Upload] = {}
-        finished: list[Upload] = []
+    async def _upload(self, destination: Destination, bridge: _Bridge, encoder: asyncio.Future[Any],
+                      staged: _Staged) -> None:
+        """Event loop: open, write and finish uploads as the encoder produces them (into `staged`)."""
         try:
             while True:
                 item = await bridge.get()
-                if item is bridge.DONE:
+                if isinstance(item, _Done):
                     break
-                kind, index = item[0], item[1]
-                if kind == "open":
-                    open_uploads[index] = await destination.open(item[2], content_type=item[3])
-                elif kind == "data":
-                    await open_uploads[index].write(item[2])
+                if isinstance(item, _Open):
+                    staged.open[item.index] = await destination.open(item.path, content_type=item.content_type)
+                elif isinstance(item, _Data):
+                    await staged.open[item.index].write(item.chunk)
                 else:
-                    info: FileInfo = item[2]
-                    upload = open_uploads.pop(index)
-                    await upload.finish(info.bytes, bytes.fromhex(info.md5))
-                    finished.append(upload)
-                    self.record.files.append(info.as_dict())
+                    upload = staged.open.pop(item.index)
+                    staged.finished.append(upload)
+                    await upload.finish(item.info.bytes, bytes.fromhex(item.info.md5))
+                    self.record.files.append(item.info.as_dict())
             await encoder  # re-raises what the encoder raised
-        except BaseException:
+        except BaseException:  # stop the encoder; the caller discards what was staged
             bridge.stop.set()
             await asyncio.gather(encoder, return_exceptions=True)
-            for upload in [*open_uploads.values(), *finished]:
-                await upload.discard()
-            self.record.files.clear()
             raise
-        return finished

@@ -13,12 +13,10 @@ Orchestration rules (DESIGN.md §3):
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,11 +24,15 @@ from croniter import croniter
 
 from . import alerts
 from .catalog import Catalog, load_catalog
+from .clock import SYSTEM, Clock
+from .destinations import Destination
 from .engine import Run, RunResult
 from .errors import CatalogError, DuplicateRun, NotFound, RunInProgress
 from .records import RunRecord, iso, new_run_id, parse_time
-from .settings import RUNS_QUEUE, STORAGE_SETTING, Settings
-from .stores import CatalogStore, Leases, RunStore, ScheduleMarks, Tables
+from .settings import STORAGE_SETTING, Settings
+from .state.base import StateStore
+from .stores import CatalogStore, Leases, RunStore, ScheduleMarks, StorageRunQueue, Tables
+from .stores_base import CatalogStoreProtocol, LeasesProtocol, RunQueue, RunStoreProtocol, ScheduleMarksProtocol
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,29 @@ MAX_DEQUEUE = 5        # host.json extensions.queues.maxDequeueCount
 FIRST_TICK_WINDOW = timedelta(minutes=1)
 
 
-@dataclass
 class Services:
-    """The stores of one invocation, created on first use."""
+    """The stores of one invocation, created on first use.
 
-    settings: Settings
-    _tables: Tables | None = field(default=None, repr=False)
+    Each is Filecast's Table Storage one unless given: `tables` (e.g. a
+    `core.stores_memory.MemoryTableService` under `Tables`), or any store itself (the Protocols
+    of `core.stores_base`), the runs `queue`, the delta `state` store (None: each run opens
+    Filecast's own and closes it), the `clock`, and `destinations` by catalog destination id (the
+    others are built from the catalog). `core.stores_memory.memory_services()` gives them all in
+    memory.
+    """
+
+    def __init__(
+        self, settings: Settings, *, tables: Tables | None = None, catalogs: CatalogStoreProtocol | None = None,
+        runs: RunStoreProtocol | None = None, leases: LeasesProtocol | None = None,
+        marks: ScheduleMarksProtocol | None = None, queue: RunQueue | None = None, state: StateStore | None = None,
+        clock: Clock = SYSTEM, destinations: Mapping[str, Destination] | None = None,
+    ):
+        self.settings = settings
+        self.state = state
+        self.clock = clock
+        self.destinations = dict(destinations or {})
+        self._tables, self._catalogs, self._runs, self._leases = tables, catalogs, runs, leases
+        self._marks, self._queue = marks, queue
 
     @property
     def tables(self) -> Tables:
@@ -52,23 +71,41 @@ class Services:
         return self._tables
 
     @property
-    def catalogs(self) -> CatalogStore:
-        return CatalogStore(self.tables)
+    def catalogs(self) -> CatalogStoreProtocol:
+        if self._catalogs is None:
+            self._catalogs = CatalogStore(self.tables)
+        return self._catalogs
 
     @property
-    def runs(self) -> RunStore:
-        return RunStore(self.tables)
+    def runs(self) -> RunStoreProtocol:
+        if self._runs is None:
+            self._runs = RunStore(self.tables)
+        return self._runs
 
     @property
-    def leases(self) -> Leases:
-        return Leases(self.tables)
+    def leases(self) -> LeasesProtocol:
+        if self._leases is None:
+            self._leases = Leases(self.tables, self.clock)
+        return self._leases
+
+    @property
+    def marks(self) -> ScheduleMarksProtocol:
+        if self._marks is None:
+            self._marks = ScheduleMarks(self.tables)
+        return self._marks
+
+    @property
+    def queue(self) -> RunQueue:
+        if self._queue is None:
+            self._queue = StorageRunQueue(self.settings)
+        return self._queue
 
     def catalog(self, path: str | Path | None = None) -> Catalog:
         """The catalog file given, else the applied catalog."""
         return load_catalog(path) if path is not None else self.catalogs.load()
 
 
-def _previous_read(runs: RunStore | None, activation: str, run_id: str) -> int | None:
+def _previous_read(runs: RunStoreProtocol | None, activation: str, run_id: str) -> int | None:
     if runs is None:
         return None
     for record in runs.history(activation, 20):
@@ -91,30 +128,36 @@ async def run_activation(
     trigger: str = "manual", run_id: str | None = None, services: Services | None = None,
     progress: Callable[[int, int], None] | None = None, retries: int | None = None,
     record: RunRecord | None = None, alert: bool = True, busy_fails: bool = False,
+    state: StateStore | None = None, clock: Clock | None = None,
 ) -> RunResult:
     """Run one activation now, in-process. With `services`, the run holds the activation's lease and
     its record is kept in the history. A lease held by another run raises `RunInProgress` (the
     runner's message waits), or with `busy_fails` ends this run as failed, having done nothing. A
     caller that passes its own `record` can still read it when the run is interrupted (cancelled)
-    and this raises."""
+    and this raises. The delta `state` store and the `clock` default to the services' ones."""
     catalog.activation(activation_id)  # unknown ids fail before anything starts
-    logical_time = logical_time or datetime.now(UTC)
+    clock = clock or (services.clock if services is not None else SYSTEM)
+    state = state if state is not None or services is None else services.state
+    destination = services.destinations.get(catalog.activation(activation_id).destination) if services else None
+    logical_time = logical_time or clock.now()
     record = record or RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
     if services is None:
-        return await Run(catalog, activation_id, settings, record, progress=progress, retries=retries).execute()
+        return await Run(catalog, activation_id, settings, record, progress=progress, retries=retries, state=state,
+                         clock=clock).execute()
     runs, leases = services.runs, services.leases
     try:
         leases.acquire(activation_id, record.run_id)
     except RunInProgress as exc:
         if not busy_fails:
             raise
-        return _busy(record, leases.holder(activation_id), exc)
+        return _busy(record, leases.holder(activation_id), exc, clock)
     try:
         record.status = "running"
         runs.save(record)
         renewer = asyncio.create_task(_renew(leases, activation_id, record.run_id))
         try:
-            run = Run(catalog, activation_id, settings, record, progress=progress, retries=retries,
+            run = Run(catalog, activation_id, settings, record, progress=progress, retries=retries, state=state,
+                      clock=clock, destination=destination,
                       previous_read=_previous_read(runs, activation_id, record.run_id))
             result = await run.execute()
         except asyncio.CancelledError:
@@ -132,16 +175,16 @@ async def run_activation(
         leases.release(activation_id, record.run_id)
 
 
-def _busy(record: RunRecord, holder: str | None, exc: RunInProgress) -> RunResult:
+def _busy(record: RunRecord, holder: str | None, exc: RunInProgress, clock: Clock) -> RunResult:
     """The record of a run refused because another run of the activation holds the lease."""
     exc.message = (f"activation `{record.activation}` is already running (run `{holder or 'unknown'}`), and two "
                    "runs of one activation never overlap: this run published nothing; try again when it ends")
     record.status, record.error = "failed", exc.as_dict()
-    record.finished_at = datetime.now(UTC)
+    record.finished_at = clock.now()
     return RunResult(record, exc)
 
 
-async def _renew(leases: Leases, activation: str, run_id: str) -> None:
+async def _renew(leases: LeasesProtocol, activation: str, run_id: str) -> None:
     interval = leases.TTL.total_seconds() / 5
     while True:
         await asyncio.sleep(interval)
@@ -152,19 +195,26 @@ async def _renew(leases: Leases, activation: str, run_id: str) -> None:
 
 
 async def preview_activation(settings: Settings, catalog: Catalog, activation_id: str,
-                             at: datetime | None = None) -> RunResult:
+                             at: datetime | None = None, *, state: StateStore | None = None,
+                             clock: Clock = SYSTEM) -> RunResult:
     """A dry run: file names and counts per change type; nothing uploaded, the state untouched."""
     catalog.activation(activation_id)
-    logical_time = at or datetime.now(UTC)
+    logical_time = at or clock.now()
     record = RunRecord(new_run_id(logical_time), activation_id, "preview", logical_time)
-    return await Run(catalog, activation_id, settings, record, preview=True, retries=0).execute()
+    return await Run(catalog, activation_id, settings, record, preview=True, retries=0, state=state,
+                     clock=clock).execute()
 
 
-def reset_activation(settings: Settings, catalog: Catalog, activation_id: str) -> None:
-    """Forget the delta state: the next run is a full one (a run in flight can no longer commit)."""
+def reset_activation(settings: Settings, catalog: Catalog, activation_id: str, *,
+                     state: StateStore | None = None) -> None:
+    """Forget the delta state: the next run is a full one (a run in flight can no longer commit).
+    Without a `state` store, Filecast's own is opened and closed."""
     from .storage import state_store
 
     catalog.activation(activation_id)
+    if state is not None:
+        state.reset(activation_id)
+        return
     store = state_store(settings)
     try:
         store.reset(activation_id)
@@ -188,16 +238,9 @@ def parse_run_message(body: str) -> tuple[str, datetime, str, str]:
 def enqueue_run(services: Services, activation_id: str, *, logical_time: datetime, trigger: str,
                 run_id: str | None = None) -> RunRecord:
     """Record a queued run and send its message to the runs queue."""
-    from .storage import queue_service
-
     record = RunRecord(run_id or new_run_id(logical_time), activation_id, trigger, logical_time)
     services.runs.save(record)
-    queue = queue_service(services.settings).get_queue_client(RUNS_QUEUE)
-    with contextlib.suppress(Exception):
-        queue.create_queue()
-    # The Functions queue trigger reads base64 message bodies (host.json messageEncoding).
-    queue.send_message(base64.b64encode(run_message(activation_id, logical_time, record.run_id,
-                                                    trigger).encode()).decode())
+    services.queue.send(run_message(activation_id, logical_time, record.run_id, trigger))
     return record
 
 
@@ -210,10 +253,11 @@ def request_run(services: Services, activation_id: str, now: datetime) -> RunRec
     return enqueue_run(services, activation_id, logical_time=now, trigger="manual")
 
 
-async def handle_run_message(settings: Settings, body: str, *, dequeue_count: int | None = None) -> RunResult | None:
+async def handle_run_message(settings: Settings, body: str, *, dequeue_count: int | None = None,
+                             services: Services | None = None) -> RunResult | None:
     """The queue runner. Returns None for a dropped duplicate; raises RunInProgress to wait."""
     activation_id, logical_time, run_id, trigger = parse_run_message(body)
-    services = Services(settings)
+    services = services or Services(settings)
     try:
         existing = services.runs.get(run_id)
         if existing.status in ("succeeded", "failed"):
@@ -239,10 +283,10 @@ async def handle_run_message(settings: Settings, body: str, *, dequeue_count: in
     return result
 
 
-def mark_poisoned(settings: Settings, body: str) -> RunRecord:
+def mark_poisoned(settings: Settings, body: str, *, services: Services | None = None) -> RunRecord:
     """A message reached the poison queue: its run ends as failed (if it was not already recorded so)."""
     activation_id, logical_time, run_id, trigger = parse_run_message(body)
-    services = Services(settings)
+    services = services or Services(settings)
     runs = services.runs
     try:
         record = runs.get(run_id)
@@ -252,15 +296,15 @@ def mark_poisoned(settings: Settings, body: str) -> RunRecord:
         last = f" (last error: {record.error['message']})" if record.error else ""
         record.status = "failed"
         record.error = {"code": "poisoned", "message": f"the run was given up after {MAX_DEQUEUE} attempts{last}"}
-        record.finished_at = datetime.now(UTC)
+        record.finished_at = services.clock.now()
         runs.save(record)
         alerts.notify_poisoned(services, record)
     return record
 
 
 def utcnow() -> datetime:
-    """The clock of the scheduler (tests replace it to tick at chosen times)."""
-    return datetime.now(UTC)
+    """The time the timer trigger ticks at (the scheduler itself takes `now`)."""
+    return SYSTEM.now()
 
 
 def due_occurrence(schedule: str, since: datetime, now: datetime) -> datetime | None:
@@ -270,15 +314,15 @@ def due_occurrence(schedule: str, since: datetime, now: datetime) -> datetime | 
     return latest if since < latest <= now else None
 
 
-def schedule_tick(settings: Settings, now: datetime) -> list[str]:
+def schedule_tick(settings: Settings, now: datetime, *, services: Services | None = None) -> list[str]:
     """Enqueue one run per activation whose schedule has an occurrence since its last enqueue."""
-    services = Services(settings)
+    services = services or Services(settings)
     try:
         catalog = services.catalog()
     except NotFound:
         log.info("scheduler: no catalog applied yet")
         return []
-    marks = ScheduleMarks(services.tables)
+    marks = services.marks
     sent = []
     for activation in sorted(catalog.activations.values(), key=lambda a: a.id):
         if activation.schedule is None:

@@ -7,10 +7,11 @@ the activation (RowKey sorts newest first) and an index entity by run id.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 
 from .catalog import Catalog, app_root, parse_catalog
+from .clock import SYSTEM, Clock
 from .errors import DuplicateRun, NotFound, RunInProgress, StateError
 from .records import RunRecord
-from .settings import Settings
-from .storage import table_service
+from .settings import RUNS_QUEUE, Settings
+from .storage import queue_service, table_service
 
 SECTIONS = ("sources", "models", "segments", "destinations", "activations", "alerts")  # alerts: targets, rules
 MAX_TIME = 10**13  # milliseconds; RowKey = MAX_TIME - start, so newer runs sort first
@@ -49,10 +51,11 @@ def map_table_errors(action: str) -> Iterator[None]:
 
 
 class Tables:
-    """Creates Filecast's tables on first use."""
+    """Creates Filecast's tables on first use, in `service` (a `TableServiceClient`, or
+    `core.stores_memory.MemoryTableService`), by default the one the settings name."""
 
-    def __init__(self, settings: Settings):
-        self.service = table_service(settings)
+    def __init__(self, settings: Settings, service: Any = None):
+        self.service = table_service(settings) if service is None else service
         self.prefix = settings.table_prefix
         self._ready: dict[str, Any] = {}
 
@@ -160,12 +163,13 @@ class Leases:
 
     TTL = timedelta(minutes=5)
 
-    def __init__(self, tables: Tables):
+    def __init__(self, tables: Tables, clock: Clock = SYSTEM):
         self.table = tables.table("leases")
+        self.clock = clock
 
     def _entity(self, activation: str, run_id: str) -> dict[str, Any]:
         return {"PartitionKey": "lease", "RowKey": activation, "run_id": run_id,
-                "expires": (datetime.now(UTC) + self.TTL).isoformat()}
+                "expires": (self.clock.now() + self.TTL).isoformat()}
 
     def holder(self, activation: str) -> str | None:
         """The run holding the activation's lease, if it has not expired."""
@@ -174,7 +178,7 @@ class Leases:
                 entity = self.table.get_entity("lease", activation)
         except ResourceNotFoundError:
             return None
-        if datetime.fromisoformat(entity["expires"]) <= datetime.now(UTC):
+        if datetime.fromisoformat(entity["expires"]) <= self.clock.now():
             return None
         return str(entity["run_id"])
 
@@ -190,7 +194,7 @@ class Leases:
                 current = self.table.get_entity("lease", activation)
             except ResourceNotFoundError:
                 return self.acquire(activation, run_id)
-            if datetime.fromisoformat(current["expires"]) > datetime.now(UTC):
+            if datetime.fromisoformat(current["expires"]) > self.clock.now():
                 if current["run_id"] == run_id:
                     raise DuplicateRun(f"run `{run_id}` of `{activation}` is already being processed")
                 raise RunInProgress(f"activation `{activation}` is already running (run `{current['run_id']}`); "
@@ -250,3 +254,19 @@ class ScheduleMarks:
                 if exc.status_code == 412:
                     return False
                 raise
+
+
+class StorageRunQueue:
+    """The runs queue in Filecast's storage account, created on first send."""
+
+    def __init__(self, settings: Settings):
+        self.client = queue_service(settings).get_queue_client(RUNS_QUEUE)
+        self._ready = False
+
+    def send(self, body: str) -> None:
+        if not self._ready:
+            with suppress(Exception):
+                self.client.create_queue()
+            self._ready = True
+        # The Functions queue trigger reads base64 message bodies (host.json messageEncoding).
+        self.client.send_message(base64.b64encode(body.encode()).decode())
