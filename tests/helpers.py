@@ -12,6 +12,13 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+QUICK = os.environ.get("FILECAST_QUICK_TESTS") == "1"  # `make test-unit`: the edit-test loop
+
+
+def examples(full: int) -> int:
+    """How many examples a property test tries: `full` (CI, `make test`), or a fifth of it, at least
+    10, under FILECAST_QUICK_TESTS=1, which `make test-unit` sets to stay under a minute."""
+    return max(10, full // 5) if QUICK else full
 
 
 def write_catalog(path: Path, doc: dict[str, Any]) -> Path:

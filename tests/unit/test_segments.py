@@ -28,6 +28,7 @@ from core.segments import (
     segment_sql,
     where_problems,
 )
+from tests.helpers import examples
 
 SCHEMA = pa.schema([
     ("id", pa.int32()), ("name", pa.string()), ("country", pa.string()), ("age", pa.int16()),
@@ -207,7 +208,7 @@ def test_metacharacters_are_compared_as_text(value: str) -> None:
     assert con.execute("SELECT count(*) FROM people").fetchone() == (16,)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text(max_size=12), st.sampled_from(["=", "contains", "starts_with", "ends_with"]))
 def test_any_text_matches_exactly_as_python_would(value: str, op: str) -> None:
     names = [*NASTY, "50x", "axb", "other", value]
