@@ -82,26 +82,18 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_KINDS = (  # how a segment compares a column's values, by Arrow type; anything else is "other"
+    (pa.types.is_boolean, "bool"), (pa.types.is_integer, "integer"), (pa.types.is_floating, "float"),
+    (pa.types.is_decimal, "decimal"), (pa.types.is_string, "text"), (pa.types.is_large_string, "text"),
+    (pa.types.is_string_view, "text"), (pa.types.is_date, "date"), (pa.types.is_timestamp, "timestamp"),
+    (pa.types.is_time, "time"),
+)
+
+
 def _kind(t: pa.DataType) -> str:
     if pa.types.is_dictionary(t):
         return _kind(t.value_type)
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_decimal(t):
-        return "decimal"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "text"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_timestamp(t):
-        return "timestamp"
-    if pa.types.is_time(t):
-        return "time"
-    return "other"
+    return next((kind for test, kind in _KINDS if test(t)), "other")
 
 
 def _number(value: Any, kind: str) -> int | float | Decimal:
