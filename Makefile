@@ -42,8 +42,9 @@ demo: setup
 test: setup system-packages
 	$(PY) -m pytest
 
+# The unit tier alone, in under a minute: property tests try a fifth of their examples (tests/helpers.py).
 test-unit: setup
-	$(PY) -m pytest tests/unit -q
+	FILECAST_QUICK_TESTS=1 $(PY) -m pytest tests/unit -q
 
 lint: setup
 	$(PY) -m ruff check .

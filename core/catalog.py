@@ -3,14 +3,14 @@
 `load_catalog(path)` reads YAML or JSON; `parse_catalog(doc, base_dir)` validates a document and
 returns a `Catalog` or raises `CatalogInvalid` with every problem found, each with its path
 (`activations.daily.mapping[1].to: …`). Checks that need the source's columns live in
-`check_columns`, which the engine and `validate --probe` call with a real schema.
+`core/columns.py`, which the engine and `validate --probe` call with a real schema.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from .catalog_limits import check_size, check_structure
 from .encryption import Encryption, parse_encryption
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
+from .segments import where_problems
 from .settings import allowed_settings, setting_refusal
 from .units import parse_size
 
@@ -444,8 +445,6 @@ def _segment(problems: list[Problem], sid: str, raw: Any, models: Mapping[str, M
         r.problem("where", "is required: a condition, or a group `all: [...]` / `any: [...]`")
         where = {}
     else:
-        from .segments import where_problems
-
         for subpath, message in where_problems(where):
             problems.append(Problem(f"segments.{sid}.where{subpath}", message))
     return Segment(sid, model, where)
@@ -682,19 +681,3 @@ def _cron_problem(expression: str) -> str | None:
                     return f"`{expression}`: the {name} `{value}` is out of range ({low}-{high})"
     return None if croniter.is_valid(expression) else f"`{expression}` is not {usage}"
 
-
-def check_columns(
-    catalog: Catalog, activation: Activation, columns: Sequence[str],
-    *, problem: Callable[[str, str], None],
-) -> None:
-    """Checks that need the model's real columns: mapping sources and the primary key."""
-    listing = ", ".join(columns)
-    if activation.mapping is not None:
-        for index, column in enumerate(activation.mapping):
-            if column.source not in columns:
-                problem(f"activations.{activation.id}.mapping[{index}].from",
-                        f'unknown column "{column.source}"; columns are: {listing}')
-    model = catalog.model_of(activation)
-    for key in model.primary_key:
-        if key not in columns:
-            problem(f"models.{model.id}.primary_key", f'unknown column "{key}"; columns are: {listing}')

@@ -135,18 +135,19 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
     """Checks that need the sources: each model's query runs (described, not read), and primary keys,
     mapped columns and segment filters (columns and value types) fit the real schemas. Objects with
     problems of their own (`known`) are left out, so this runs alongside the static checks."""
-    from .catalog import check_columns
-    from .engine import format_problems
+    from .columns import column_problems, format_problems, key_problems, segment_problems
+    from .errors import SchemaMismatch
     from .mapping import Mapper
-    from .segments import check_segment
     from .sources import model_sql, open_source
 
     bad = _invalid(known or [])
     problems: list[Problem] = []
 
     def problem(path: str, message: str) -> None:
-        if Problem(path, message) not in problems:
-            problems.append(Problem(path, message))
+        report([Problem(path, message)])
+
+    def report(found: list[Problem]) -> None:
+        problems.extend(p for p in found if p not in problems)
 
     def usable(section: str, key: str | None) -> bool:
         return key is not None and f"{section}.{key}" not in bad
@@ -173,12 +174,10 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
         finally:
             source.close()
     for model_id, names in schemas.items():
-        for key in catalog.models[model_id].primary_key:
-            if key not in names:
-                problem(f"models.{model_id}.primary_key", f'unknown column "{key}"; columns are: {", ".join(names)}')
+        report(key_problems(catalog.models[model_id], names))
     for segment_id, segment in catalog.segments.items():
         if segment.model in segment_schemas and usable("segments", segment_id):
-            check_segment(catalog, segment_id, segment_schemas[segment.model], problem=problem)
+            report(segment_problems(catalog, segment_id, segment_schemas[segment.model]))
     for activation in catalog.activations.values():
         if not usable("activations", activation.id) or (activation.segment is not None
                                                           and not usable("segments", activation.segment)):
@@ -186,12 +185,9 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
         model_id = catalog.model_of(activation).id
         columns = schemas.get(model_id)
         if columns is not None:
-            check_columns(catalog, activation, columns, problem=problem)
-            if all(c.source in columns for c in activation.mapping or ()):
-                try:
-                    format_problems(activation, Mapper(segment_schemas[model_id], activation.mapping).schema)
-                except CatalogError as exc:
-                    problem(f"activations.{activation.id}.{activation.format}", exc.message.split(": ", 1)[-1])
+            report(column_problems(catalog, activation, columns))
+            with contextlib.suppress(SchemaMismatch):  # a mapped column is missing: reported just above
+                report(format_problems(activation, Mapper(segment_schemas[model_id], activation.mapping).schema))
     return problems
 
 

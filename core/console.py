@@ -10,7 +10,6 @@ and by the buttons' API calls, and the pages send no referrer.
 
 from __future__ import annotations
 
-import html
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,8 +19,9 @@ from urllib.parse import quote
 from croniter import croniter
 
 from .console_assets import SCRIPT, STYLE
+from .console_chart import chart
+from .console_text import duration, esc, seconds, when
 from .errors import FilecastError, NotFound
-from .records import RunRecord
 
 if TYPE_CHECKING:
     from .service import Services
@@ -29,26 +29,6 @@ if TYPE_CHECKING:
 Page = tuple[int, str, dict[str, str]]
 HISTORY = 50       # runs listed on an activation's page
 CHART_RUNS = 30    # runs drawn in its chart
-
-
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
-
-
-def seconds(record: RunRecord) -> float | None:
-    if record.started_at and record.finished_at:
-        return (record.finished_at - record.started_at).total_seconds()
-    return None
-
-
-def duration(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f} s" if value < 10 else f"{value:,.0f} s"
 
 
 def next_due(schedule: str | None, now: datetime) -> datetime | None:
@@ -171,8 +151,6 @@ def _activation(services: Services, activation_id: str, view: _View, now: dateti
     runs = table(f"Last {len(history)} runs, newest first", ["Run", "Status", "Trigger", "Logical time",
                                                              "Duration", "Rows read", "Rows exported", "Files",
                                                              "Warnings", "Error"], rows, "No runs yet.")
-    from .console_chart import chart
-
     body = about + buttons + chart(list(reversed(history[:CHART_RUNS]))) + runs
     crumbs = view.link("console", "Filecast") + f' › <span aria-current="page">{esc(activation.id)}</span>'
     return layout(activation.id, crumbs, body, view)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .console_text import duration, esc, seconds
 from .records import RunRecord
 
 WIDTH, HEIGHT, GAP, MAX_BAR = 640, 70, 2, 28
@@ -15,8 +16,6 @@ WIDTH, HEIGHT, GAP, MAX_BAR = 640, 70, 2, 28
 
 def _bars(records: list[RunRecord], value: Callable[[RunRecord], float], label: Callable[[RunRecord], str],
           top: float, colour: str, y0: int) -> str:
-    from .console import esc
-
     step = min(WIDTH / max(len(records), 1), MAX_BAR)
     parts = []
     for i, record in enumerate(records):
@@ -31,8 +30,6 @@ def _bars(records: list[RunRecord], value: Callable[[RunRecord], float], label: 
 
 def chart(records: list[RunRecord]) -> str:
     """Two bar rows over the same runs: rows exported (top) and duration in seconds (bottom)."""
-    from .console import duration, esc, seconds
-
     if not records:
         return ""
     rows_top = max(r.rows.exported for r in records)

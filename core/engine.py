@@ -27,14 +27,14 @@ import pyarrow as pa
 from . import encryption, naming
 from .catalog import Activation, Catalog
 from .clock import SYSTEM, Clock
+from .columns import format_problems, key_problems, require, segment_problems
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
 from .destinations.memory import PreviewDestination
-from .errors import CatalogError, CatalogInvalid, FilecastError, Problem
+from .errors import CatalogInvalid, FilecastError
 from .formats import writer_for
 from .mapping import Mapper
 from .records import Rows, RunRecord, iso
-from .segments import check_segment
 from .settings import Settings
 from .sources import model_sql, open_source
 from .sources.base import Source as SourceReader
@@ -210,13 +210,6 @@ def published_unsettled(paths: list[str], delta: bool) -> str:
     return told + (" without the delta state advancing: the next run sends their changes again" if delta else "")
 
 
-def format_problems(activation: Activation, schema: pa.Schema) -> None:
-    """What the format can't hold of the mapped columns (XML name collisions, Parquet intervals)."""
-    problems = writer_for(activation.format).prepare_schema(schema, activation.format_options)
-    if problems:
-        raise CatalogError(f"activations.{activation.id}.{activation.format}: " + "; ".join(problems))
-
-
 def interrupted(published: list[dict[str, Any]]) -> dict[str, str]:
     """The error of a run stopped from outside (Ctrl-C, a host shutdown): what is live, what is not."""
     if not published:
@@ -324,11 +317,9 @@ class Run:
             await asyncio.to_thread(self._check_segment, activation.segment, plan.sql)
         schema, batches = await asyncio.to_thread(self.source.batches, plan.sql, plan.where)
         mapper = Mapper(schema, activation.mapping, where=f"activations.{activation.id}.mapping")
-        format_problems(activation, mapper.schema)
-        missing = [k for k in model.primary_key if k not in schema.names]
-        if activation.run_type == "full_then_delta" and missing:
-            raise CatalogError(f'models.{model.id}.primary_key: unknown column "{missing[0]}"; columns are: '
-                               + ", ".join(schema.names))
+        require(format_problems(activation, mapper.schema))
+        if activation.run_type == "full_then_delta":
+            require(key_problems(model, schema.names))
         delta = await self._delta(activation, model)
         try:
             async with destination:
@@ -361,9 +352,7 @@ class Run:
     def _check_segment(self, segment_id: str, model_sql: str) -> None:
         """A segment's columns and value types against the model's real schema, before reading."""
         assert self.source is not None
-        problems: list[Problem] = []
-        check_segment(self.catalog, segment_id, self.source.schema(model_sql),
-                      problem=lambda path, message: problems.append(Problem(path, message)))
+        problems = segment_problems(self.catalog, segment_id, self.source.schema(model_sql))
         if problems:
             raise CatalogInvalid(problems)
 

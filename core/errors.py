@@ -2,7 +2,8 @@
 
     FilecastError                 (transient: bool decides whether the host retries)
     ├── CatalogError              bad catalog or bad request input            terminal
-    │   └── CatalogInvalid        validation found problems (carries them)   terminal
+    │   ├── CatalogInvalid        validation found problems (carries them)   terminal
+    │   └── SchemaMismatch        the real columns don't fit (carries it)    terminal
     ├── SettingError              a *_setting names an app setting not set     terminal
     ├── SourceError               the warehouse failed                        either
     ├── FormatError               a value could not be encoded                terminal
@@ -63,6 +64,15 @@ class CatalogInvalid(CatalogError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"the catalog has {count} {noun}:\n{lines}")
+
+
+class SchemaMismatch(CatalogError):
+    """A check against a source's real columns failed (core/columns.py); `problem` carries the path
+    and the message apart, the error's message is `path: message`."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
 
 
 class NotFound(CatalogError):

@@ -7,22 +7,18 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from .catalog import MappedColumn
-from .errors import CatalogError
+from .columns import mapping_problems, require
 
 
 class Mapper:
-    """Applies an activation's mapping to batches of one source schema."""
+    """Applies an activation's mapping to batches of one source schema; a mapped column the schema
+    lacks raises `SchemaMismatch`."""
 
     def __init__(self, schema: pa.Schema, mapping: Sequence[MappedColumn] | None, *, where: str = "mapping"):
         columns = schema.names
         if mapping is None:
             mapping = [MappedColumn(name, name) for name in columns]
-        missing = [(i, c.source) for i, c in enumerate(mapping) if c.source not in columns]
-        if missing:
-            index, name = missing[0]
-            raise CatalogError(
-                f'{where}[{index}].from: unknown column "{name}"; columns are: {", ".join(columns)}'
-            )
+        require(mapping_problems(mapping, columns, where))
         self.indices = [columns.index(c.source) for c in mapping]
         self.source_names = [c.source for c in mapping]
         self.schema = pa.schema(

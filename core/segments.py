@@ -7,10 +7,9 @@ compiles the tree in its own `Dialect` (placeholders `?` or `$1`, identifier quo
 Three steps, each usable alone:
 
 - `where_problems(tree)`: the tree's shape (operators, value counts); no schema needed.
-- `schema_problems(tree, schema)` / `bind_where(tree, schema)`: columns and values checked against
-  the model's real schema; `bind_where` also turns each value into the column's Python type
-  (`"2024-01-31"` becomes a `date` for a date column, `"12.30"` a `Decimal` for a decimal one),
-  so the database compares like with like.
+- `core.columns.bind_where(tree, schema)`: columns and values checked against the model's real
+  schema, each value turned into the column's Python type (with every other check against real
+  columns, in one place).
 - `segment_sql(model_sql, tree, dialect)`: `SELECT * FROM (model) AS model WHERE …` plus the
   parameters in order.
 
@@ -21,19 +20,9 @@ NULL semantics are SQL's: a comparison with a NULL value is not true, so `!=`, `
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
-
-import pyarrow as pa
-
-from .errors import CatalogInvalid, Problem
-
-if TYPE_CHECKING:
-    from .catalog import Catalog
+from typing import Any
 
 UNARY = ("is_null", "not_null", "is_true", "is_false")
 COMPARISON = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -134,181 +123,6 @@ def where_problems(node: Any, path: str = "") -> list[tuple[str, str]]:
     if not isinstance(value, SCALAR):
         return [(f"{path}.value", f"`{op}` needs a value (text, number or boolean)")]
     return []
-
-
-def where_columns(node: Mapping[str, Any]) -> list[str]:
-    """Every column a tree refers to, for checks against the model's schema."""
-    for key in ("all", "any"):
-        if key in node:
-            return [c for item in node[key] for c in where_columns(item)]
-    return [node["column"]]
-
-
-# --- columns and value types (needs the model's schema) -------------------------------------------
-
-class _BadValue(ValueError):
-    def __init__(self, reason: str, hint: str = ""):
-        super().__init__(reason)
-        self.reason, self.hint = reason, hint
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _kind(t: pa.DataType) -> str:
-    if pa.types.is_dictionary(t):
-        return _kind(t.value_type)
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_decimal(t):
-        return "decimal"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "text"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_timestamp(t):
-        return "timestamp"
-    if pa.types.is_time(t):
-        return "time"
-    return "other"
-
-
-def _number(value: Any, kind: str) -> int | float | Decimal:
-    if isinstance(value, bool):
-        raise _BadValue("is not a number")
-    if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation:
-            raise _BadValue("is not a number") from None
-        if not parsed.is_finite():
-            raise _BadValue("is not a finite number")
-        if kind == "decimal":
-            return parsed
-        if kind == "integer" and parsed == parsed.to_integral_value():
-            return int(parsed)
-        return float(parsed)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _BadValue("is not a finite number")
-    if kind == "decimal":
-        return Decimal(str(value))
-    if kind == "float":
-        return float(value)
-    return value  # int, or a float compared with an integer column
-
-
-def _timestamp(value: Any, t: pa.TimestampType) -> dt.datetime:
-    if not isinstance(value, str):
-        raise _BadValue("is not a date and time in quotes (ISO 8601, e.g. \"2024-01-31T12:00:00Z\")")
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise _BadValue("is not a date and time (ISO 8601, e.g. \"2024-01-31T12:00:00Z\")") from None
-    parsed = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
-    # A column without a time zone holds UTC wall times (Filecast runs sessions in UTC).
-    return parsed if t.tz is not None else parsed.replace(tzinfo=None)
-
-
-def _coerce(value: Any, t: pa.DataType) -> Any:
-    """The value as the Python type matching column type `t`; `_BadValue` says why not."""
-    kind = _kind(t)
-    if kind in ("integer", "float", "decimal"):
-        return _number(value, kind)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _BadValue("is not true or false")
-        return value
-    if kind == "text":
-        if not isinstance(value, str):
-            raise _BadValue("is not text", f'; write it in quotes: "{value}"')
-        return value
-    if kind == "date":
-        try:
-            if not isinstance(value, str):
-                raise ValueError
-            return dt.date.fromisoformat(value.strip())
-        except ValueError:
-            raise _BadValue("is not a date (YYYY-MM-DD)") from None
-    if kind == "timestamp":
-        assert isinstance(t, pa.TimestampType)
-        return _timestamp(value, t)
-    if kind == "time":
-        try:
-            if not isinstance(value, str):
-                raise ValueError
-            return dt.time.fromisoformat(value.strip())
-        except ValueError:
-            raise _BadValue("is not a time of day (HH:MM:SS)") from None
-    raise _BadValue("cannot be compared")  # unreachable: `other` columns are rejected before
-
-
-def _bind(node: Mapping[str, Any], schema: pa.Schema, path: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
-    for key in ("all", "any"):
-        if key in node:
-            return {key: [_bind(item, schema, f"{path}.{key}[{i}]", problems) for i, item in enumerate(node[key])]}
-    column, op = node["column"], node["op"]
-    if column not in schema.names:
-        problems.append((f"{path}.column", f'unknown column "{column}"; columns are: {", ".join(schema.names)}'))
-        return dict(node)
-    t = schema.field(column).type
-    kind = _kind(t)
-    described = f"{column} ({t})"
-    if op in ("is_null", "not_null"):
-        return dict(node)
-    if op in ("is_true", "is_false"):
-        if kind != "bool":
-            problems.append((f"{path}.op", f"`{op}` needs a true/false column; {described} is not"))
-        return dict(node)
-    if kind == "other":
-        problems.append((f"{path}.op", f"column {described} can only be tested with is_null or not_null"))
-        return dict(node)
-    if op in TEXT_OPS and kind != "text":
-        problems.append((f"{path}.op", f"`{op}` needs a text column; {described} is not"))
-        return dict(node)
-    value: Any = node.get("value")
-    many = op in LIST_OPS or op == "between"
-    items: list[Any] = value if many else [value]
-    bound = []
-    for index, item in enumerate(items):
-        try:
-            bound.append(_coerce(item, t))
-        except _BadValue as exc:
-            where = f"{path}.value[{index}]" if many else f"{path}.value"
-            problems.append((where, f"{_show(item)} {exc.reason} for column {described}{exc.hint}"))
-            bound.append(item)
-    return {"column": column, "op": op, "value": bound if many else bound[0]}
-
-
-def schema_problems(node: Mapping[str, Any], schema: pa.Schema, path: str = "") -> list[tuple[str, str]]:
-    """Columns a tree names that the model lacks, and values that do not fit their column's type."""
-    problems: list[tuple[str, str]] = []
-    _bind(node, schema, path, problems)
-    return problems
-
-
-def bind_where(node: Mapping[str, Any], schema: pa.Schema, where_path: str = "the segment's where") -> dict[str, Any]:
-    """The tree with every value converted to its column's type; raises `CatalogInvalid` listing
-    every problem (paths start with `where_path`, e.g. `segments.adults.where`)."""
-    problems: list[tuple[str, str]] = []
-    bound = _bind(node, schema, "", problems)
-    if problems:
-        raise CatalogInvalid([Problem(f"{where_path}{sub}", message) for sub, message in problems])
-    return bound
-
-
-def check_segment(
-    catalog: Catalog, segment_id: str, schema: pa.Schema, *, problem: Callable[[str, str], None],
-) -> None:
-    """Reports, through `problem(path, message)`, a segment's columns and values that do not fit
-    the model's real schema. For the engine (before reading) and `validate --probe`."""
-    segment = catalog.segments[segment_id]
-    for sub, message in schema_problems(segment.where, schema):
-        problem(f"segments.{segment_id}.where{sub}", message)
 
 
 # --- SQL ------------------------------------------------------------------------------------------

@@ -6,30 +6,18 @@ instead of skipping them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.services import Azurite, FtpServer, FtpUser, ServiceUnavailable
-
-REQUIRE_SERVICES = os.environ.get("FILECAST_REQUIRE_SERVICES") == "1"
+from tests.helpers import UNAVAILABLE, unavailable
 
 FTP_USERS = [
     FtpUser("alex", "alex-secret-pw", home="/home/alex"),
     FtpUser("reader", "reader-secret-pw", home="/home/reader", perm="elr"),
 ]
-
-
-UNAVAILABLE = " is not available: "
-
-
-def unavailable(what: str, exc: Exception) -> None:
-    message = f"{what}{UNAVAILABLE}{exc}"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " (FILECAST_REQUIRE_SERVICES=1 turns this skip into a failure)")
-    pytest.skip(message)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

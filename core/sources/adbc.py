@@ -22,8 +22,9 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
+from ..columns import bind_where
 from ..errors import CatalogError, SourceError
-from ..segments import ANSI, DIALECTS, Dialect, bind_where, segment_sql
+from ..segments import ANSI, DIALECTS, Dialect, segment_sql
 
 log = logging.getLogger(__name__)
 

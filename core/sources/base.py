@@ -17,7 +17,7 @@ class Source(Protocol):
 
     def schema(self, sql: str, where: Where = None) -> pa.Schema:
         """The result schema, without reading the rows (a segment narrows rows, never columns, so
-        `where` does not change it). Check a segment against it with `core.segments.check_segment`."""
+        `where` does not change it). Check a segment against it with `core.columns.segment_problems`."""
 
     def batches(self, sql: str, where: Where = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Stream the result in record batches (blocking: the engine calls it from a thread).

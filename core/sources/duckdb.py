@@ -21,8 +21,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ..columns import bind_where
 from ..errors import SourceError
-from ..segments import DUCKDB, bind_where, segment_sql
+from ..segments import DUCKDB, segment_sql
 from ..spill import temp_directory
 from .base import Where
 

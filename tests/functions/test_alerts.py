@@ -15,12 +15,9 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import core.alerts
-from tests.functions import test_orchestration
-from tests.functions.test_function_app import call, http
-from tests.functions.test_orchestration import deliver, get_run
 from tests.functions.webhook_recorder import Recorder
+from tests.helpers import call, deliver, get_run, http
 
-env = test_orchestration.env  # the fixture, shared
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "alerts"
 CONSOLE = "https://console.invalid/api/console"
 SECRET_PATH = "/services/T0001/B0001/s3cr3t-t0ken"

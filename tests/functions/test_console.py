@@ -15,10 +15,8 @@ from core.records import RunRecord
 from core.service import Services
 from core.settings import Settings
 from devtools.services import Azurite
-from tests.functions import test_function_app
-from tests.functions.test_function_app import call, catalog_doc, http
+from tests.helpers import call, functions_catalog, http
 
-storage = test_function_app.storage  # the fixture, shared
 EVIL = '<script>alert("x")</script>'
 
 
@@ -33,7 +31,7 @@ def page(name: str, route: dict[str, str] | None = None, params: dict[str, str] 
 def test_pages_escape_everything_and_carry_the_key(storage: Azurite, demo_db: Path) -> None:
     assert page("console").status_code == 404  # no catalog yet
     assert "no catalog has been applied yet" in page("console").get_body().decode()
-    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(catalog_doc(demo_db, storage)).encode())
+    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
     record = RunRecord("r-1", "small", "manual", datetime(2025, 4, 14, 6, tzinfo=UTC), status="failed",
                        files=[{"path": f"a/{EVIL}.csv", "rows": 2, "bytes": 10, "md5": "0" * 32}],
                        error={"code": "x", "message": f"bad {EVIL}"})
@@ -83,7 +81,7 @@ def test_console_run_queued_runs_what_the_buttons_queue(storage: Azurite, demo_d
         queue.create_queue()
     except Exception:
         queue.clear_messages()
-    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(catalog_doc(demo_db, storage)).encode())
+    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
     status, body = http("run_activation", "POST", "/api/activations/small/run", {"id": "small"})
     assert status == 202
     assert drain_queue(Settings.load()) == 1

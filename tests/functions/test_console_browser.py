@@ -21,12 +21,8 @@ import yaml
 
 import core.service
 from devtools.services import REPO
-from tests.conftest import unavailable
-from tests.functions import test_orchestration
-from tests.functions.test_function_app import http
-from tests.functions.test_orchestration import messages
+from tests.helpers import http, messages, unavailable
 
-env = test_orchestration.env  # the fixture, shared
 SHOTS = REPO / "tests" / "artifacts" / "console"
 T0 = datetime(2025, 4, 14, 6, 0, tzinfo=UTC)
 EVIL = "<script>document.title='pwned'</script>"

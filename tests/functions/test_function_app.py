@@ -11,25 +11,14 @@ import azure.functions as func
 import pytest
 import yaml
 
-import function_app
 from devtools.services import Azurite
+from tests.helpers import call, functions, functions_catalog, http
 
-FUNCTIONS = {str(f.get_function_name()): f for f in function_app.app.get_functions()}
+FUNCTIONS = functions()
 
 
 def bindings(name: str) -> list[dict[str, Any]]:
     return json.loads(FUNCTIONS[name].get_function_json())["bindings"]
-
-
-def call(name: str, *args: Any) -> Any:
-    return FUNCTIONS[name].get_user_function()(*args)
-
-
-def http(name: str, method: str, url: str, route: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, Any]:
-    request = func.HttpRequest(method=method, url=url, headers={}, params={}, route_params=route or {}, body=body)
-    response: func.HttpResponse = call(name, request)
-    assert response.mimetype == "application/json"
-    return response.status_code, json.loads(response.get_body())
 
 
 def test_timer_queue_and_http_bindings() -> None:
@@ -56,29 +45,9 @@ def test_timer_queue_and_http_bindings() -> None:
             [b["name"] for b in bindings(str(function.get_function_name()))]
 
 
-@pytest.fixture
-def storage(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Azurite:
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("FILECAST_TABLE_PREFIX", "fn" + tmp_path.name.replace("_", "")[-10:].lower())
-    monkeypatch.setenv("FILECAST_LOCAL_SETTINGS", "/nonexistent")
-    return azurite
-
-
-def catalog_doc(demo_db: Path, azurite: Azurite) -> dict[str, Any]:
-    return {
-        "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": {"source": "warehouse", "sql": "select * from customers where customer_id <= 500",
-                                 "primary_key": ["customer_id"]}},
-        "destinations": {"lake": {"type": "azure_blob", "container": "fn-exports", "connection_setting":
-                                  "FN_EXPORT_STORAGE", "create_container": True}},
-        "activations": {"small": {"model": "customers", "destination": "lake", "file_name": "small_{run_id}",
-                                  "format": "csv", "schedule": "0 6 * * *"}},
-    }
-
-
 def test_missing_activation_answers_404(storage: Azurite, demo_db: Path) -> None:
     status, body = http("put_catalog", "PUT", "/api/catalog",
-                        body=yaml.safe_dump(catalog_doc(demo_db, storage)).encode())
+                        body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
     assert (status, body) == (200, {"activations": ["small"]})
     status, body = http("get_activation", "GET", "/api/activations/nope", {"id": "nope"})
     assert status == 404
@@ -91,7 +60,7 @@ def test_missing_activation_answers_404(storage: Azurite, demo_db: Path) -> None
 
 
 def test_invalid_catalog_answers_400_with_every_problem(storage: Azurite, demo_db: Path) -> None:
-    doc = catalog_doc(demo_db, storage)
+    doc = functions_catalog(demo_db, storage)
     doc["activations"]["small"]["format"] = "xlsx"
     doc["activations"]["small"]["destination"] = "nowhere"
     status, body = http("put_catalog", "PUT", "/api/catalog", body=json.dumps(doc).encode())
@@ -106,7 +75,7 @@ def test_manual_run_through_the_queue(storage: Azurite, demo_db: Path, monkeypat
     from azure.storage.queue import QueueClient
 
     monkeypatch.setenv("FN_EXPORT_STORAGE", storage.connection_string)
-    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(catalog_doc(demo_db, storage)).encode())
+    http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
     queue = QueueClient.from_connection_string(storage.connection_string, "activation-runs")
     queue.clear_messages() if _exists(queue) else None
     status, body = http("run_activation", "POST", "/api/activations/small/run", {"id": "small"})

@@ -3,7 +3,6 @@ leases, poison messages, sync warnings, manifests, and secrets kept out of every
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -15,76 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from azure.functions.queue import QueueMessage
-from azure.functions.timer import TimerRequest
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
-from azure.storage.queue import QueueClient
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 import core.engine
 import core.service
-from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, FtpServer
-from tests.functions.test_function_app import call, http
-
-T0 = datetime(2025, 4, 14, 6, 0, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-    prefix = "t" + tmp_path.name.replace("_", "").lower()[-12:]
-    container = prefix[:20] + "-out"
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("FILECAST_TABLE_PREFIX", prefix)
-    monkeypatch.setenv("FILECAST_LOCAL_SETTINGS", "/nonexistent")
-    monkeypatch.setenv("OUT_STORAGE", azurite.connection_string)
-    monkeypatch.setattr(core.engine, "BACKOFF", 0.01)
-    queue = QueueClient.from_connection_string(azurite.connection_string, "activation-runs")
-    try:
-        queue.create_queue()
-    except Exception:
-        queue.clear_messages()
-    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
-    return {"azurite": azurite, "queue": queue, "container": container, "blobs": blobs}
-
-
-def apply(env: dict[str, Any], demo_db: Path, activations: dict[str, Any], sql: str | None = None,
-          destinations: dict[str, Any] | None = None) -> None:
-    doc = {
-        "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": {"source": "warehouse",
-                                 "sql": sql or "select * from customers where customer_id <= 500",
-                                 "primary_key": ["customer_id"]}},
-        "destinations": destinations or {"out": {"type": "azure_blob", "container": env["container"],
-                                                 "connection_setting": "OUT_STORAGE", "create_container": True}},
-        "activations": {name: {"model": "customers", "destination": "out", "format": "csv", **spec}
-                        for name, spec in activations.items()},
-    }
-    status, body = http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(doc).encode())
-    assert status == 200, body
-
-
-def tick(monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
-    monkeypatch.setattr(core.service, "utcnow", lambda: now)
-    call("scheduler", TimerRequest(past_due=False))
-
-
-def messages(env: dict[str, Any]) -> list[dict[str, Any]]:
-    """Take every message off the queue, as the host would."""
-    found = []
-    for message in env["queue"].receive_messages(messages_per_page=32, visibility_timeout=1):
-        found.append(json.loads(base64.b64decode(message.content)))
-        env["queue"].delete_message(message)
-    return found
-
-
-def deliver(message: dict[str, Any], dequeue_count: int = 1) -> None:
-    call("runner", QueueMessage(id="m", body=json.dumps(message).encode(), dequeue_count=dequeue_count))
-
-
-def get_run(run_id: str) -> dict[str, Any]:
-    status, record = http("get_run", "GET", f"/api/runs/{run_id}", {"run_id": run_id})
-    assert status == 200, record
-    return record
+from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, FtpServer
+from tests.helpers import T0, apply, call, deliver, get_run, http, messages, tick
 
 
 def test_timer_enqueues_exactly_the_due_activations(env: dict[str, Any], demo_db: Path,

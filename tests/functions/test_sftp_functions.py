@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.functions.test_function_app import http
-from tests.functions.test_orchestration import T0, apply, deliver, env, get_run, messages, tick
+from tests.helpers import T0, apply, deliver, get_run, http, messages, tick
 from tests.integration.sftp_target import SftpTarget
 
 pytest_plugins = ["tests.integration.conftest_sftp"]
-__all__ = ["env"]  # the fixture, shared with test_orchestration
 
 
 def rows(path: Path) -> list[list[str]]:

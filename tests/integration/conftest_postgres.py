@@ -13,7 +13,7 @@ import pytest
 
 from devtools.postgres import PostgresServer, create_customers
 from devtools.services import ServiceUnavailable
-from tests.conftest import unavailable
+from tests.helpers import unavailable
 
 BIG_ROWS = 1_000_000
 

@@ -13,7 +13,7 @@ import pytest
 
 from devtools.services import FtpUser, ServiceUnavailable
 from devtools.sshd import Sshd, SshdSite
-from tests.conftest import unavailable
+from tests.helpers import unavailable
 from tests.integration.sftp_target import SFTP_READER, SFTP_WRITER, SftpTarget
 
 

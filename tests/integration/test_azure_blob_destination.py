@@ -53,8 +53,7 @@ from core.settings import Settings
 from devtools.certs import make_ca
 from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Azurite, ServiceUnavailable, azurite_command, free_port
 from devtools.services import wait_for_port as wait_for_service
-from tests.conftest import unavailable
-from tests.helpers import cli, run_record, write_catalog
+from tests.helpers import cli, run_record, unavailable, write_catalog
 
 AT = "2025-04-14T06:00:00Z"
 KiB = 1024

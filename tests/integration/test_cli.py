@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from devtools.services import Azurite, ServiceUnavailable
-from tests.conftest import unavailable
-from tests.helpers import REPO, cli, run_record, write_catalog
+from tests.helpers import REPO, cli, run_record, unavailable, write_catalog
 
 FILECAST = Path(sys.executable).parent / "filecast"
 

@@ -4,8 +4,6 @@ files on Azurite, on FTP and on SFTP (OpenSSH's sshd); failure safety and racing
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 
 import duckdb
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from core.catalog import parse_catalog
 from core.destinations.memory import MemoryDestination
@@ -23,7 +20,7 @@ from core.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
 from devtools.services import Azurite, FtpServer
-from tests.helpers import cli, run_record, write_catalog
+from tests.helpers import Target, mutate, people_catalog, rows_of
 
 pytest_plugins = ["tests.integration.conftest_sftp"]
 
@@ -37,71 +34,9 @@ def make_db(path: Path) -> Path:
     return path
 
 
-def mutate(path: Path, *statements: str) -> None:
-    with duckdb.connect(str(path)) as con:
-        for statement in statements:
-            con.execute(statement)
-
-
 # Between run 1 and 2: a new row, a mapped change, an unmapped change, a delete.
 CHANGES = ("INSERT INTO people VALUES (5, 'Eve', 20, 'e')", "UPDATE people SET age = 41 WHERE id = 2",
            "UPDATE people SET unmapped = 'zzz' WHERE id = 3", "DELETE FROM people WHERE id = 4")
-
-
-def doc(db: Path, destination: dict[str, Any], mode: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "sources": {"db": {"type": "duckdb", "database": str(db)}},
-        "models": {"people": {"source": "db", "table": "people", "primary_key": ["id"]}},
-        "destinations": {"target": destination},
-        "activations": {"sync": {
-            "model": "people", "destination": "target", "file_name": "people_{YYYY}{MM}{DD}", "format": "csv",
-            "mapping": [{"from": "id", "to": "id"}, {"from": "name", "to": "name"}, {"from": "age", "to": "age"}],
-            "run_type": "full_then_delta", "sync_mode": mode, **extra}},
-    }
-
-
-def rows_of(data: bytes) -> list[tuple[str, ...]]:
-    return [tuple(r) for r in csv.reader(io.StringIO(data.decode(), newline=""))][1:]
-
-
-class Target:
-    """Runs the CLI against one destination and reads the files back."""
-
-    def __init__(self, kind: str, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path, sftp: Any = None):
-        self.kind, self.azurite, self.ftp_server, self.tmp_path = kind, azurite, ftp_server, tmp_path
-        self.sftp = sftp  # tests.integration.sftp_target.SftpTarget, for kind "sftp"
-        self.folder = f"delta-{tmp_path.name}"[:60].lower().replace("_", "-")
-        self.env = {"AzureWebJobsStorage": azurite.connection_string, "OUT": azurite.connection_string,
-                    "FTP_PW": "alex-secret-pw", "FILECAST_TABLE_PREFIX": "d" + self.folder.replace("-", "")[-20:]}
-        if sftp is not None:
-            self.env.update(sftp.env())
-
-    def destination(self) -> dict[str, Any]:
-        if self.kind == "sftp":
-            return dict(self.sftp.destination())
-        if self.kind == "ftp":
-            return {"type": "ftp", "host": "127.0.0.1", "port": self.ftp_server.port, "username": "alex",
-                    "password_setting": "FTP_PW"}
-        return {"type": "azure_blob", "container": "delta", "connection_setting": "OUT", "create_container": True}
-
-    def run(self, db: Path, mode: str, day: int, *args: str) -> dict[str, Any]:
-        path = write_catalog(self.tmp_path / "catalog.yaml", doc(db, self.destination(), mode, folder=self.folder))
-        at = () if args and args[0] == "reset" else ("--at", f"2025-04-{day:02d}T06:00:00Z")
-        result = cli(*(args or ("run", "sync")), "--catalog", str(path), *at, env=self.env)
-        if args and args[0] == "reset":
-            assert result.returncode == 0, result.stderr
-            return {}
-        record = run_record(result)
-        assert result.returncode == 0, (record, result.stderr)
-        return record
-
-    def read(self, path: str) -> bytes:
-        if self.kind == "sftp":
-            return (self.sftp.root / "home/alex" / path).read_bytes()
-        if self.kind == "ftp":
-            return (self.ftp_server.root / "home/alex" / path).read_bytes()
-        blobs = BlobServiceClient.from_connection_string(self.azurite.connection_string)
-        return blobs.get_blob_client("delta", path).download_blob().readall()
 
 
 @pytest.fixture(params=["azure", "ftp", "sftp"])
@@ -193,8 +128,8 @@ def engine_run(catalog: Any, destination: MemoryDestination, state: MemoryStateS
 
 
 def memory_catalog(db: Path) -> Any:
-    return parse_catalog(doc(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
-                             "difference"), db.parent)
+    return parse_catalog(people_catalog(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
+                                        "difference"), db.parent)
 
 
 def test_a_failed_publish_keeps_the_state_and_the_next_run_sends_both_runs_changes(tmp_path: Path) -> None:
@@ -265,8 +200,8 @@ def test_duplicate_and_null_keys_are_warned_or_fail(tmp_path: Path) -> None:
     assert sorted(codes) == ["duplicate_key", "null_key"]
     assert codes["duplicate_key"].startswith("1 rows repeat a primary key (id) seen earlier in the run, e.g. ")
     assert "id=2" in codes["duplicate_key"] and codes["null_key"].startswith("1 rows have a NULL in the primary key")
-    strict = parse_catalog(doc(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
-                               "difference", on_duplicate_key="fail"), db.parent)
+    strict = parse_catalog(people_catalog(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
+                                          "difference", on_duplicate_key="fail"), db.parent)
     failing = MemoryDestination()
     result = engine_run(strict, failing, MemoryStateStore(), 1)
     assert result.record.status == "failed" and result.record.error["code"] == "invalid_primary_key"

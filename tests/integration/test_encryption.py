@@ -34,8 +34,7 @@ from core.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
 from devtools.services import FtpServer
-from tests.conftest import unavailable
-from tests.helpers import cli, run_record, write_catalog
+from tests.helpers import cli, run_record, unavailable, write_catalog
 from tests.integration import gnupg
 from tests.integration.gnupg import CV25519, GPG, RSA, SIGN_ONLY, SIGNING_PASSPHRASE, Key, make_key, revoke
 

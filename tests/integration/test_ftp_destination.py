@@ -12,14 +12,10 @@ import contextlib
 import hashlib
 import os
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from core.destinations import ftp as ftp_module
@@ -29,12 +25,25 @@ from core.errors import DestinationError
 from core.settings import Settings
 from devtools.services import FtpServer, free_port
 from devtools.vsftpd import Vsftpd
-from tests.helpers import REPO, run_record, write_catalog
+from tests.helpers import (
+    AT,
+    SMALL,
+    Result,
+    Watcher,
+    background_cli,
+    csv_rows,
+    customers_catalog,
+    failed,
+    finished,
+    leftovers,
+    md5,
+    run_record,
+    wait_for_temp,
+    write_catalog,
+)
 from tests.helpers import cli as run_cli
+from tests.integration.ftp_target import READER, SETTINGS, WRITER, FtpServers, FtpTarget
 
-from .conftest import READER, SETTINGS, WRITER, FtpServers, FtpTarget
-
-AT = "2025-04-14T06:00:00Z"
 SERVERS = ("pyftpdlib", "vsftpd")
 TLS_MODES = ("none", "explicit", "implicit")
 FOLDERS = [  # folder → where it lands, relative to the server root (seed docs: login dir /home/alex)
@@ -43,83 +52,17 @@ FOLDERS = [  # folder → where it lands, relative to the server root (seed docs
     ("../outbox", "home/outbox"),
     (".", "home/alex"),
 ]
-SMALL = "select * from customers where customer_id <= 3000"
-
-
-def catalog(demo_db: Path, destination: dict[str, Any], *, sql: str | None = None, **activation: Any) -> dict[str, Any]:
-    model: dict[str, Any] = {"source": "warehouse", "primary_key": ["customer_id"]}
-    model.update({"sql": sql} if sql else {"table": "customers"})
-    return {
-        "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": model},
-        "destinations": {"target": destination},
-        "activations": {"export": {"model": "customers", "destination": "target", "format": "csv",
-                                   "file_name": "export", "csv": {"delimiter": ";"}, **activation}},
-    }
-
-
-Result = tuple[subprocess.CompletedProcess[str], dict[str, Any]]
 
 
 def run(tmp_path: Path, demo_db: Path, target: FtpTarget, destination: dict[str, Any] | None = None,
         env: dict[str, str] | None = None, **activation: Any) -> Result:
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination or target.destination(),
-                                                            **activation))
+    doc = customers_catalog(demo_db, destination or target.destination(), **activation)
+    path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env={**target.env(), **(env or {})})
     record = run_record(result)
     for password in target.passwords.values():
         assert password not in result.stdout + result.stderr
     return result, record
-
-
-def failed(result: subprocess.CompletedProcess[str], record: dict[str, Any], code: str) -> str:
-    assert result.returncode == 1, result.stderr
-    assert record["status"] == "failed" and record["files"] == []
-    assert record["error"]["code"] == code, record["error"]
-    return str(record["error"]["message"])
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*") if ".filecast-" in p.name) if folder.exists() else []
-
-
-def csv_rows(path: Path) -> int:
-    with duckdb.connect() as con:
-        query = "SELECT count(*) FROM read_csv(?, delim=';', header=true)"
-        return int(con.execute(query, [str(path)]).fetchall()[0][0])
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def background_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`python -m core …` started, not awaited, with the environment `tests.helpers.cli` builds."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "FTP_", "EXPORT_"))}
-    full_env.update(env, PYTHONPATH=str(REPO))
-    full_env.setdefault("FILECAST_LOCAL_SETTINGS", os.devnull)
-    return subprocess.Popen([sys.executable, "-m", "core", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=full_env, cwd=REPO)
-
-
-def wait_for_temp(folder: Path, process: subprocess.Popen[str], min_bytes: int, timeout: float = 60) -> Path | None:
-    """The upload's temporary file once it holds `min_bytes`; None if the run ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return None
-        for candidate in folder.glob(".*.filecast-tmp") if folder.exists() else []:
-            with contextlib.suppress(FileNotFoundError):
-                if candidate.stat().st_size >= min_bytes:
-                    return candidate
-        time.sleep(0.01)
-    raise AssertionError("the upload never started")
-
-
-def finished(process: subprocess.Popen[str]) -> Result:
-    stdout, stderr = process.communicate(timeout=300)
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    return result, run_record(result)
 
 
 # --- where files land, over every server and TLS mode -------------------------------------------
@@ -187,35 +130,6 @@ def test_pasv_with_a_private_address_uses_the_control_host(ftp_servers: FtpServe
 # --- atomicity ------------------------------------------------------------------------------------
 
 
-class Watcher:
-    """A reader polling the target (and its folder's temporary files) in a thread while a run writes it."""
-
-    def __init__(self, stored: Path):
-        self.stored = stored
-        self.seen: dict[str, int] = {}   # md5 of what the reader read → how often
-        self.temps: set[str] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.watch)
-
-    def watch(self) -> None:
-        while not self.stop.is_set():
-            try:
-                content = self.stored.read_bytes()
-            except FileNotFoundError:
-                content = b"<absent>"
-            digest = hashlib.md5(content).hexdigest()
-            self.seen[digest] = self.seen.get(digest, 0) + 1
-            self.temps.update(p.name for p in self.stored.parent.glob(".*.filecast-tmp"))
-
-    def __enter__(self) -> Watcher:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-
 def owner(target: FtpTarget) -> tuple[int, int]:
     if isinstance(target.server, Vsftpd):
         assert target.server.site is not None
@@ -239,7 +153,7 @@ def test_a_reader_never_sees_a_partial_file(ftp_servers: FtpServers, demo_db: Pa
     stored = folder / "export.csv"
     stored.write_bytes(b"customer_id;old\n" * 1000)
     old = md5(stored)
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(), folder="watched"))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, target.destination(), folder="watched"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env=target.env())
     with Watcher(stored) as watcher:
         _, stderr = process.communicate(timeout=300)
@@ -261,7 +175,7 @@ def test_killed_vsftpd_session_fails_the_run_and_leaves_nothing(ftp_servers: Ftp
     os.chown(folder, *owner(target))
     stored = folder / "export.csv"
     stored.write_text("old content\n")
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(), folder="cut"))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, target.destination(), folder="cut"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env=target.env())
     cuts = 0
     while wait_for_temp(folder, process, 1_000_000) is not None:  # every attempt of the run, cut off mid-upload
@@ -285,7 +199,7 @@ def test_killed_server_fails_the_run_and_the_retry_cleans_up(ftp_servers: FtpSer
     folder.mkdir(parents=True, exist_ok=True)
     stored = folder / "export.csv"
     stored.write_text("old content\n")
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(), folder="crash"))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, target.destination(), folder="crash"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env=target.env())
     temp = wait_for_temp(folder, process, 2_000_000)
     assert temp is not None
@@ -460,7 +374,8 @@ def test_implicit_tls_against_a_plain_server(ftp_servers: FtpServers, demo_db: P
 def test_active_mode_is_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
     """Rejected by validation, before any connection: a Function can't accept data connections."""
     target = ftp_servers.get("pyftpdlib")
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, target.destination(passive=False), sql=SMALL))
+    doc = customers_catalog(demo_db, target.destination(passive=False), sql=SMALL)
+    path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = run_cli("validate", str(path), env=target.env())
     assert result.returncode == 2
     assert "destinations.target.passive: active mode is not supported: an Azure Function cannot accept the " \

@@ -17,8 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from core.settings import Settings
 from core.stores import Leases, Tables
 from devtools.services import Azurite, FtpServer
-from tests.helpers import REPO, cli, run_record, write_catalog
-from tests.integration.test_delta_runs import Target, doc, mutate, rows_of
+from tests.helpers import REPO, Target, cli, mutate, people_catalog, rows_of, run_record, write_catalog
 
 RUN_1 = ("INSERT INTO people VALUES (1, 'Ann', 30, 'a'), (2, 'Bob', 40, 'b'), (3, 'Cid', 50, 'c')",)
 RUN_2 = ("UPDATE people SET age = 41 WHERE id = 2", "INSERT INTO people VALUES (4, 'Dee', 60, 'd')",
@@ -44,8 +43,8 @@ def fault_cli(target: Target, fault: str, *args: str, **extra: str) -> subproces
 
 
 def catalog(target: Target, db: Path, mode: str) -> str:
-    return str(write_catalog(target.tmp_path / "catalog.yaml", doc(db, target.destination(), mode,
-                                                                   folder=target.folder)))
+    doc = people_catalog(db, target.destination(), mode, folder=target.folder)
+    return str(write_catalog(target.tmp_path / "catalog.yaml", doc))
 
 
 def partner_view(target: Target, records: list[dict[str, Any]], mode: str) -> dict[str, tuple[str, ...]]:

@@ -24,11 +24,10 @@ from core.destinations.sftp import SftpDestination
 from core.errors import DestinationError
 from core.settings import Settings
 from devtools.services import free_port
+from tests.helpers import AT, SMALL, csv_rows, customers_catalog, failed, leftovers, md5, run_record, write_catalog
 from tests.helpers import cli as run_cli
-from tests.helpers import run_record, write_catalog
 
 from .sftp_target import KEY_SETTING, PASSPHRASE_SETTING, PASSWORD_SETTING, SFTP_READER, SFTP_WRITER, SftpTarget
-from .test_ftp_destination import AT, SMALL, catalog, csv_rows, failed, leftovers, md5
 
 pytest_plugins = ["tests.integration.conftest_sftp"]
 
@@ -46,7 +45,7 @@ Result = tuple[Any, dict[str, Any]]
 def run(tmp_path: Path, demo_db: Path, target: SftpTarget, destination: dict[str, Any] | None = None,
         env: dict[str, str] | None = None, key: str | None = None, **activation: Any) -> Result:
     path = write_catalog(tmp_path / "catalog.yaml",
-                         catalog(demo_db, destination or target.destination(key=key), **activation))
+                         customers_catalog(demo_db, destination or target.destination(key=key), **activation))
     result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env={**target.env(key), **(env or {})})
     record = run_record(result)
     for secret in target.secrets():
@@ -110,8 +109,8 @@ def test_every_format_parts_gzip_and_manifest(sftp_server: SftpTarget, demo_db: 
     for fmt in ("csv", "json", "ndjson", "xml", "parquet"):
         compression = "none" if fmt == "parquet" else "gzip"
         destination = sftp_server.destination()
-        doc = catalog(demo_db, destination, sql=sql, folder="formats", file_name=f"all_{fmt}", format=fmt,
-                      compression=compression, manifest=True, max_file_rows=200)
+        doc = customers_catalog(demo_db, destination, sql=sql, folder="formats", file_name=f"all_{fmt}", format=fmt,
+                                compression=compression, manifest=True, max_file_rows=200)
         doc["activations"]["export"].pop("csv")
         path = write_catalog(tmp_path / f"{fmt}.yaml", doc)
         result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env=sftp_server.env())
@@ -141,8 +140,8 @@ def test_every_format_parts_gzip_and_manifest(sftp_server: SftpTarget, demo_db: 
 
 
 def test_preview_uploads_nothing(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, sftp_server.destination(), sql=SMALL,
-                                                            folder="previewed"))
+    doc = customers_catalog(demo_db, sftp_server.destination(), sql=SMALL, folder="previewed")
+    path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = run_cli("preview", "export", "--catalog", str(path), "--at", AT, env=sftp_server.env())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"][0]["path"] == "previewed/export.csv"
@@ -181,7 +180,7 @@ def test_a_host_key_mismatch_fails_before_authentication(sftp_server: SftpTarget
 def test_validate_probe_prints_the_key_to_pin(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
     destination = sftp_server.destination()
     destination.pop("host_key")
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination, sql=SMALL))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, destination, sql=SMALL))
     result = run_cli("validate", "--probe", str(path), env=sftp_server.env())
     assert result.returncode == 2  # no host_key yet: invalid, but the key to pin is printed
     fingerprint, line = sftp_server.sshd.fingerprint, sftp_server.sshd.known_hosts()
@@ -189,11 +188,11 @@ def test_validate_probe_prints_the_key_to_pin(sftp_server: SftpTarget, demo_db: 
             f"no `host_key` yet; to pin it, set\n    host_key: \"{fingerprint}\"\n  or the known_hosts line\n"
             f"    host_key: \"{line}\"") in result.stderr
     assert "destinations.target.host_key: is required" in result.stderr
-    write_catalog(path, catalog(demo_db, {**destination, "host_key": fingerprint}, sql=SMALL))
+    write_catalog(path, customers_catalog(demo_db, {**destination, "host_key": fingerprint}, sql=SMALL))
     result = run_cli("validate", "--probe", str(path), env=sftp_server.env())
     assert result.returncode == 0, result.stderr
     assert f"presents host key {fingerprint} (ssh-ed25519), pinned" in result.stderr
-    write_catalog(path, catalog(demo_db, {**destination, "host_key": "SHA256:" + "C" * 43}, sql=SMALL))
+    write_catalog(path, customers_catalog(demo_db, {**destination, "host_key": "SHA256:" + "C" * 43}, sql=SMALL))
     result = run_cli("validate", "--probe", str(path), env=sftp_server.env())
     assert result.returncode == 2
     assert f"destinations.target.host_key: the server presents `{fingerprint}`, which is not pinned" in result.stderr

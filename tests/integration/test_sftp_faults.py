@@ -23,22 +23,22 @@ from core.destinations.sftp import SftpDestination
 from core.errors import DestinationError
 from core.settings import Settings
 from devtools.sftpserver import Faults, SftpTestServer
-from tests.helpers import cli as run_cli
-from tests.helpers import run_record, write_catalog
-
-from .test_ftp_destination import (
+from tests.helpers import (
     AT,
     SMALL,
     Watcher,
     background_cli,
-    catalog,
     csv_rows,
+    customers_catalog,
     failed,
     finished,
     leftovers,
     md5,
+    run_record,
     wait_for_temp,
+    write_catalog,
 )
+from tests.helpers import cli as run_cli
 
 PASSWORD = "p-" + secrets.token_urlsafe(10)
 
@@ -64,7 +64,7 @@ def destination(sftp: SftpTestServer) -> dict[str, Any]:
 
 
 def run(tmp_path: Path, demo_db: Path, sftp: SftpTestServer, **activation: Any) -> tuple[Any, dict[str, Any]]:
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination(sftp), **activation))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, destination(sftp), **activation))
     result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env={"SFTP_PW": PASSWORD})
     assert PASSWORD not in result.stdout + result.stderr
     return result, run_record(result)
@@ -155,7 +155,7 @@ def test_a_reader_never_sees_a_partial_file(server: Any, demo_db: Path, tmp_path
     sftp = server(rate=4_000_000)  # about 3.5 s for the 14 MB of the demo model
     stored = existing(sftp, "watched")
     old = md5(stored)
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination(sftp), folder="watched"))
+    path = write_catalog(tmp_path / "catalog.yaml", customers_catalog(demo_db, destination(sftp), folder="watched"))
     process = background_cli("run", "export", "--catalog", str(path), "--at", AT, env={"SFTP_PW": PASSWORD})
     with Watcher(stored) as watcher:
         assert wait_for_temp(stored.parent, process, 1_000_000) is not None

@@ -22,7 +22,7 @@ from core.state.table_storage import (
     map_azure_errors,
 )
 from devtools.services import AZURITE_KEY, Azurite
-from tests.unit.test_state_memory import StoreContract, chunks, commit, entries, same
+from tests.state_contract import StoreContract, chunks, commit, entries, same
 
 pytestmark = pytest.mark.integration
 

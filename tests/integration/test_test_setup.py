@@ -12,8 +12,7 @@ import pytest
 
 from devtools.services import FtpUser, ServiceUnavailable
 from devtools.vsftpd import VsftpdSite
-from tests.conftest import unavailable
-from tests.helpers import REPO
+from tests.helpers import REPO, unavailable
 
 
 def test_tests_skipped_for_a_missing_service_end_with_a_loud_summary() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.catalog import check_columns, load_catalog, parse_catalog
+from core.catalog import load_catalog, parse_catalog
+from core.columns import column_problems
 from core.errors import CatalogError, CatalogInvalid
 from core.formats import WRITERS
 
@@ -196,9 +197,7 @@ def test_segment_trees_are_checked() -> None:
 
 def test_column_checks_need_the_real_columns() -> None:
     catalog = parse_catalog(copy.deepcopy(BASE), Path("/cat"))
-    found: list[str] = []
-    check_columns(catalog, catalog.activations["daily"], ["age", "nme", "id"],
-                  problem=lambda path, message: found.append(f"{path}: {message}"))
+    found = [str(p) for p in column_problems(catalog, catalog.activations["daily"], ["age", "nme", "id"])]
     assert found == ['activations.daily.mapping[1].from: unknown column "name"; columns are: age, nme, id']
 
 

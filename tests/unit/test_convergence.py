@@ -11,7 +11,7 @@ upserts rows by key, INSERT inserts them, DIFFERENCE applies `_added`/`_updated`
 equal the source; and every run record must list exactly the files it published.
 
 `FILECAST_CONVERGENCE_EXAMPLES` sets the examples per sync mode (default 40: CI stays within
-a minute or two); it was run with 200 and 500 (2,100 examples in all, README).
+a minute or two; 10 under `make test-unit`); it was run with 200 and 500 (2,100 examples in all, README).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from core.errors import DestinationError, StateError
 from core.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
+from tests.helpers import examples
 
-EXAMPLES = int(os.environ.get("FILECAST_CONVERGENCE_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FILECAST_CONVERGENCE_EXAMPLES") or examples(40))
 KEYS = st.integers(0, 11)
 NAMES = st.sampled_from(["Ann", "Bob", "Cid", "Dee"])
 AGES = st.integers(18, 22)

@@ -16,6 +16,7 @@ from core.diff import Differ, InvalidKeys, Mode, filter_removed
 from core.fingerprint import Fingerprints, fingerprint_batch
 from core.state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
 from core.state.memory import MemoryStateStore
+from tests.helpers import examples
 
 KEY = "__filecast_key"
 
@@ -334,7 +335,7 @@ def mutate(source: list[Row], deleted: list[Row], op: tuple[Any, ...]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["insert", "upsert", "difference"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=st.lists(st.tuples(st.lists(mutation, max_size=12), st.integers(1, 6)), min_size=1, max_size=5))
 def test_semantics_match_the_oracle(mode: Mode, runs: list[tuple[list[tuple[Any, ...]], int]]) -> None:
     store, oracle = MemoryStateStore(), Oracle(mode)

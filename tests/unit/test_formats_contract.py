@@ -29,6 +29,7 @@ from lxml import etree
 
 from core.errors import CatalogError, FormatError
 from core.formats import ALL_WRITERS, WRITERS, Writer, writer_for
+from tests.helpers import examples
 
 CSV_NULL = "\\N"  # a marker the csv module can tell from the empty string
 OPTIONS: dict[str, dict[str, Any]] = {"csv": {"null_value": CSV_NULL}}
@@ -345,7 +346,7 @@ XML_CHARS = st.characters(exclude_categories=["Cs"], exclude_characters="\ufffe\
 
 
 @pytest.mark.parametrize("writer_class", TEXT_ONLY, ids=by_name)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(texts=st.lists(st.one_of(st.none(), st.text(XML_CHARS, max_size=12)), min_size=1, max_size=8))
 def test_any_string_round_trips(writer_class: type[Writer], texts: list[str | None]) -> None:
     name = writer_class.spec.name

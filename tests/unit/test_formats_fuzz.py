@@ -8,7 +8,7 @@ the writer; the file is read back with the csv module, json, lxml or pyarrow, an
 (CSV, JSON, NDJSON, Parquet), and compared value by value, or the batch is refused with a clear
 error. Never a file a reader refuses.
 
-Examples per writer: `FILECAST_FUZZ_EXAMPLES` (CI keeps the default, 40; issue 14 was checked
+Examples per writer: `FILECAST_FUZZ_EXAMPLES` (CI keeps the default, 40, `make test-unit` 10; issue 14 was checked
 with 2,000 per writer).
 """
 
@@ -40,8 +40,9 @@ from lxml import etree
 from core.errors import FormatError
 from core.formats import WRITERS
 from core.textcheck import TextGuard
+from tests.helpers import examples
 
-EXAMPLES = int(os.environ.get("FILECAST_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FILECAST_FUZZ_EXAMPLES") or examples(40))
 CSV_NULL = "\\N"
 SCALE = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 YEAR_1 = -62_135_596_800   # 0001-01-01T00:00:00Z in seconds

@@ -17,19 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.catalog import parse_catalog
+from core.columns import bind_where, schema_problems, segment_problems
 from core.errors import CatalogInvalid
 from core.segments import (
     BIGQUERY,
     DUCKDB,
     POSTGRESQL,
     SQLITE,
-    bind_where,
-    check_segment,
     compile_where,
-    schema_problems,
     segment_sql,
     where_problems,
 )
+from tests.helpers import examples
 
 SCHEMA = pa.schema([
     ("id", pa.int32()), ("name", pa.string()), ("country", pa.string()), ("age", pa.int16()),
@@ -82,7 +81,7 @@ def test_every_schema_problem_is_listed_with_its_path() -> None:
         cond("opens", "<", "25:00"),
         cond("amount", "in", [1, "1e400x", True]),
     ]}
-    assert schema_problems(where, SCHEMA, "segments.s.where") == [
+    assert [(p.path, p.message) for p in schema_problems(where, SCHEMA, "segments.s.where")] == [
         ("segments.s.where.all[0].column", f'unknown column "cuntry"; columns are: {COLUMNS}'),
         ("segments.s.where.all[1].value", '"abc" is not a number for column age (int16)'),
         ("segments.s.where.all[2].value", '18 is not text for column country (string); write it in quotes: "18"'),
@@ -132,8 +131,7 @@ def test_check_segment_reports_catalog_paths() -> None:
         "models": {"m": {"source": "w", "table": "t"}},
         "segments": {"fr": {"model": "m", "where": cond("cuntry", "=", "FR")}},
     })
-    found: list[str] = []
-    check_segment(catalog, "fr", SCHEMA, problem=lambda path, message: found.append(f"{path}: {message}"))
+    found = [str(p) for p in segment_problems(catalog, "fr", SCHEMA)]
     assert found == [f'segments.fr.where.column: unknown column "cuntry"; columns are: {COLUMNS}']
 
 
@@ -210,7 +208,7 @@ def test_metacharacters_are_compared_as_text(value: str) -> None:
     assert con.execute("SELECT count(*) FROM people").fetchone() == (16,)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text(max_size=12), st.sampled_from(["=", "contains", "starts_with", "ends_with"]))
 def test_any_text_matches_exactly_as_python_would(value: str, op: str) -> None:
     names = [*NASTY, "50x", "axb", "other", value]
