@@ -30,6 +30,7 @@ from .catalog import Activation, Catalog
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
 from .destinations.memory import PreviewDestination
+from .error_codes import ErrorCode
 from .errors import CatalogError, CatalogInvalid, FilecastError, Problem
 from .formats import writer_for
 from .mapping import Mapper
@@ -248,7 +249,7 @@ class Run:
             return exc
         except Exception as exc:
             log.exception("run %s of %s failed unexpectedly", self.record.run_id, self.activation_id)
-            return FilecastError(f"unexpected {type(exc).__name__}; see the function logs", code="internal")
+            return FilecastError(f"unexpected {type(exc).__name__}; see the function logs", code=ErrorCode.INTERNAL)
         finally:
             if self.source is not None:
                 self.source.close()
@@ -354,7 +355,7 @@ class Run:
         if failing:
             first = failing[0]
             raise FilecastError(f"warning `{first['code']}` fails this activation (fail_on): {first['message']}; "
-                                "nothing was published", code="failed_on_warning")
+                                "nothing was published", code=ErrorCode.FAILED_ON_WARNING)
 
     async def _manifest(self, destination: Destination, plan: Plan) -> Upload:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""
