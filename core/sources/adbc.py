@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from ..error_codes import ErrorCode
 from ..errors import CatalogError, SourceError, SourceUnavailable
+from ..scrub import scrub
 from ..segments import ANSI, DIALECTS, Dialect, bind_where, segment_sql
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,6 @@ def describe_uri(uri: str | None) -> str:
         return ""
     path = parts.path if parts.path not in ("", "/") else ""
     return f"{host}{port}{path}" if host else ""
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def server_message(exc: BaseException) -> str:
