@@ -172,11 +172,12 @@ def format_problems(activation: Activation, schema: pa.Schema) -> None:
 
 def interrupted(published: list[dict[str, Any]]) -> dict[str, str]:
     """The error of a run stopped from outside (Ctrl-C, a host shutdown): what is live, what is not."""
+    code = ErrorCode.INTERRUPTED.value
     if not published:
-        return {"code": "interrupted", "message": "the run was interrupted before anything was published: the "
+        return {"code": code, "message": "the run was interrupted before anything was published: the "
                 "destination is unchanged and the delta state did not advance"}
     paths = ", ".join(f"`{f['path']}`" for f in published)
-    return {"code": "interrupted", "message": f"the run was interrupted after publishing {len(published)} file(s) "
+    return {"code": code, "message": f"the run was interrupted after publishing {len(published)} file(s) "
             f"({paths}); the delta state did not advance, so the next run sends those rows again"}
 
 

@@ -37,8 +37,12 @@ def _tree(cls: type[FilecastError] = FilecastError) -> list[type[FilecastError]]
 
 
 def _codes_named_in(path: Path) -> set[str]:
-    """Every `ErrorCode.X` the source names."""
+    """Every `ErrorCode.X` the source names; a `code="…"` string instead fails."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "code" and isinstance(node.value, ast.Constant):
+            raise AssertionError(f"{path.name}:{node.value.lineno}: `code={node.value.value!r}` is a free string; "
+                                 "name an ErrorCode member")
     return {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ErrorCode"}
 
