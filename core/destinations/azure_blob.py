@@ -19,8 +19,8 @@ Authentication, from the catalog's destination:
 | `account_url` | `DefaultAzureCredential`: the app's managed identity (`AZURE_CLIENT_ID` picks a user-assigned one) |
 
 Throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults are retried with capped
-exponential backoff and jitter (`ExportRetry`); what is left is mapped by `map_azure_errors`
-(both in `azure_errors.py`).
+exponential backoff and jitter (`ExportRetry`, in `azure_errors.py`); what is left is mapped by
+`map_azure_errors` (core/azure_errors.py, the one Azure error boundary).
 """
 
 from __future__ import annotations
