@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .error_codes import ErrorCode
 from .records import iso
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _clip(text: str) -> str:
 def details(event: str, record: RunRecord, since: str | None) -> list[str]:
     """What happened, one line per fact, plain text."""
     if event == "failed":
-        error = record.error or {"code": "error", "message": "no error was recorded"}
+        error = record.error or {"code": ErrorCode.ERROR.value, "message": "no error was recorded"}
         return [_clip(f"{error['code']}: {error['message']}")]
     lines = [f"run {record.run_id} succeeded after the failure of run {since}"] if event == "recovered" else []
     if event == "warning":

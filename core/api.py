@@ -12,22 +12,23 @@ from typing import Any
 
 from .catalog import Activation, parse_text
 from .catalog_limits import check_size
+from .error_codes import ANSWERS, ErrorCode
 from .errors import CatalogInvalid, FilecastError, RunInProgress
 from .service import Services, preview_activation, preview_json, request_run, reset_activation
 from .settings import Settings
 
 Response = tuple[int, Any]
 
-STATUS = {"not_found": 404, "invalid_catalog": 400, "bad_request": 400, "run_in_progress": 409,
-          "catalog_too_large": 413}
-
-
 def error(exc: FilecastError) -> Response:
+    """The answer to an error: its status from the one code table (core/error_codes.py)."""
     body: dict[str, Any] = exc.as_dict()
     if isinstance(exc, CatalogInvalid):
         body["problems"] = [{"path": p.path, "message": p.message} for p in exc.problems]
-    status = STATUS.get(exc.code, 503 if exc.transient else 500)
-    return status, {"error": body}
+    return ANSWERS[exc.code].http_status(exc.transient), {"error": body}
+
+
+def _bad_request(message: str) -> Response:
+    return ANSWERS[ErrorCode.BAD_REQUEST].status, {"error": {"code": ErrorCode.BAD_REQUEST.value, "message": message}}
 
 
 def _describe(activation: Activation) -> dict[str, Any]:
@@ -54,10 +55,10 @@ def _put_catalog(services: Services, params: dict[str, str], body: bytes) -> Res
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return 400, {"error": {"code": "bad_request", "message": "the body must be UTF-8 YAML or JSON"}}
+        return _bad_request("the body must be UTF-8 YAML or JSON")
     doc = parse_text(text, "request body")
     if not isinstance(doc, dict):
-        return 400, {"error": {"code": "bad_request", "message": "the body must be a catalog document"}}
+        return _bad_request("the body must be a catalog document")
     catalog = services.catalogs.apply(doc)
     return 200, {"activations": sorted(catalog.activations)}
 

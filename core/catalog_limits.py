@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .error_codes import ErrorCode
 from .errors import CatalogError
 
 MAX_CATALOG_BYTES = 2 * 1024 * 1024  # a catalog of hundreds of activations is well under 1 MiB
@@ -24,7 +25,7 @@ MAX_NODES = 500_000                  # values after alias expansion
 class CatalogTooLarge(CatalogError):
     """The catalog is over MAX_CATALOG_BYTES (HTTP 413)."""
 
-    code = "catalog_too_large"
+    code = ErrorCode.CATALOG_TOO_LARGE
 
 
 def check_size(size: int, origin: str) -> None:

@@ -1,7 +1,8 @@
 """The `filecast` command (also `python -m core`): validate, apply, run, preview, reset, runs (DESIGN.md §4).
 
 Exit codes: 0 success (warnings included), 1 the run failed, 2 bad input (an invalid catalog, an
-unknown activation, a missing setting, a bad option), 130 interrupted (Ctrl-C). The run record
+unknown activation, a missing setting, a bad option), 130 interrupted (Ctrl-C): an error's exit
+code comes from the table the HTTP API answers from too (core/error_codes.py). The run record
 goes to stdout as JSON; progress and messages go to stderr.
 """
 
@@ -19,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .errors import CatalogError, CatalogInvalid, FilecastError, Problem, SettingError
+from .error_codes import ANSWERS, ErrorCode
+from .errors import CatalogError, CatalogInvalid, FilecastError, Problem
 from .records import RunRecord, new_run_id, parse_time
 from .settings import Settings
 
@@ -28,8 +30,7 @@ if TYPE_CHECKING:  # the run machinery (pyarrow, DuckDB, the SDKs) loads once a 
     from .engine import RunResult
     from .service import Services
 
-BAD_INPUT = (CatalogError, SettingError)
-INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = ANSWERS[ErrorCode.INTERRUPTED].exit  # 130: 128 + SIGINT, as shells report it
 CLEAR_LINE = "\r\x1b[K"
 
 
@@ -192,9 +193,7 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
 
 
 def _exit_code(result: RunResult) -> int:
-    if result.exception is None:
-        return 0
-    return 2 if isinstance(result.exception, BAD_INPUT) else 1
+    return 0 if result.exception is None else ANSWERS[result.exception.code].exit
 
 
 def _validate(path: str, settings: Settings, with_probe: bool) -> int:
@@ -309,9 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("interrupted", file=sys.stderr)
         return INTERRUPTED
-    except BAD_INPUT as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
     except FilecastError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+        return ANSWERS[exc.code].exit

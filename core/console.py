@@ -21,7 +21,8 @@ from croniter import croniter
 from .console_assets import SCRIPT, STYLE
 from .console_chart import chart
 from .console_text import duration, esc, seconds, when
-from .errors import FilecastError, NotFound
+from .error_codes import ANSWERS
+from .errors import FilecastError
 
 if TYPE_CHECKING:
     from .service import Services
@@ -103,7 +104,7 @@ def render(services: Services, view: str, params: dict[str, str], query: dict[st
             return _activation(services, params["id"], _View(depth, query), now)
         return _run(services, params["run_id"], _View(depth, query))
     except FilecastError as exc:
-        code = 404 if isinstance(exc, NotFound) else 503 if exc.transient else 500
+        code = ANSWERS[exc.code].http_status(exc.transient)  # the API's table: 404 for a missing name
         message = f'<p class="error">{esc(exc.message)}</p>'
         _, page, headers = layout("Not found" if code == 404 else "Error", "", message, _View(depth, query))
         return code, page, headers

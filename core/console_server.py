@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .error_codes import ErrorCode
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
 
         found = match(ACTIONS, urlsplit(self.path).path)
         if found is None:
-            self._answer(404, api.dumps({"error": {"code": "not_found", "message": "no such API route"}}),
+            self._answer(404, api.dumps({"error": {"code": ErrorCode.NOT_FOUND.value, "message": "no such API route"}}),
                          "application/json")
             return
         length = int(self.headers.get("Content-Length") or 0)

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from .errors import SourceError
+from .errors import InvalidKeys
 from .fingerprint import Fingerprints, split_key_array
 from .state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
 
@@ -53,13 +53,6 @@ _MAX_RUN = 1 << 18  # rows; bounds the extra memory of an LSM merge (2 × 6 MB)
 _FILTER_BITS = 26  # a 2**26-bit (8 MB) filter of added keys, once they pass _FILTER_FROM
 _FILTER_FROM = 1 << 18
 _CHUNK_ROWS = 1 << 16  # rows per chunk of the new state (~1.5 MB)
-
-
-class InvalidKeys(SourceError):
-    """The source has duplicate or NULL primary keys and the activation asked to fail on them."""
-
-    code = "invalid_primary_key"
-    transient = False
 
 
 @dataclass(frozen=True)

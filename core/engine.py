@@ -31,6 +31,7 @@ from .columns import format_problems, key_problems, require, segment_problems
 from .delta import DeltaPass
 from .destinations import Destination, Upload, open_destination
 from .destinations.memory import PreviewDestination
+from .error_codes import ErrorCode
 from .errors import CatalogInvalid, FilecastError
 from .formats import writer_for
 from .mapping import Mapper
@@ -212,11 +213,12 @@ def published_unsettled(paths: list[str], delta: bool) -> str:
 
 def interrupted(published: list[dict[str, Any]]) -> dict[str, str]:
     """The error of a run stopped from outside (Ctrl-C, a host shutdown): what is live, what is not."""
+    code = ErrorCode.INTERRUPTED.value
     if not published:
-        return {"code": "interrupted", "message": "the run was interrupted before anything was published: the "
+        return {"code": code, "message": "the run was interrupted before anything was published: the "
                 "destination is unchanged and the delta state did not advance"}
     paths = ", ".join(f"`{f['path']}`" for f in published)
-    return {"code": "interrupted", "message": f"the run was interrupted after publishing {len(published)} file(s) "
+    return {"code": code, "message": f"the run was interrupted after publishing {len(published)} file(s) "
             f"({paths}); the delta state did not advance, so the next run sends those rows again"}
 
 
@@ -292,7 +294,7 @@ class Run:
             return exc
         except Exception as exc:
             log.exception("run %s of %s failed unexpectedly", self.record.run_id, self.activation_id)
-            return FilecastError(f"unexpected {type(exc).__name__}; see the function logs", code="internal")
+            return FilecastError(f"unexpected {type(exc).__name__}; see the function logs", code=ErrorCode.INTERNAL)
         finally:
             if self.source is not None:
                 self.source.close()
@@ -394,7 +396,7 @@ class Run:
         if failing:
             first = failing[0]
             raise FilecastError(f"warning `{first['code']}` fails this activation (fail_on): {first['message']}; "
-                                "nothing was published", code="failed_on_warning")
+                                "nothing was published", code=ErrorCode.FAILED_ON_WARNING)
 
     async def _manifest(self, destination: Destination, plan: Plan, staged: _Staged) -> None:
         """`<name>.manifest.json`, published after the data files: a partner's poller knows the run is complete."""

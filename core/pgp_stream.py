@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from .errors import FilecastError
+from .errors import EncryptionError, EncryptionInterrupted
 
 if TYPE_CHECKING:
     from .encryption import Keys
@@ -82,8 +82,7 @@ class Stage:
                 [sys.executable, "-E", "-S", "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=dict(env), bufsize=0)
         except OSError as exc:
-            raise FilecastError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})",
-                                code="encryption_error") from None
+            raise EncryptionError(f"cannot start the OpenPGP helper process ({exc.strerror or exc})") from None
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filecast-pgp-in")
         self.pending: Future[None] | None = None
         self._finalizer = weakref.finalize(self, _kill, self.process, self.writer)
@@ -145,7 +144,7 @@ class Stage:
             f"the helper process was killed by signal {-code}" if code < 0 else f"the helper exited with status {code}")
         # The keys were checked before the run: a failing helper is the machine's (killed, out of
         # memory), so the run is retried.
-        raise FilecastError(f"OpenPGP encryption failed: {detail}", code="encryption_error", transient=True)
+        raise EncryptionInterrupted(f"OpenPGP encryption failed: {detail}")
 
     def update(self, data: bytes) -> Iterator[bytes]:
         """Hand `data` to the writer thread and yield what the helper has produced so far, in the

@@ -27,6 +27,7 @@ from .catalog import Catalog, load_catalog
 from .clock import SYSTEM, Clock
 from .destinations import Destination
 from .engine import Run, RunResult
+from .error_codes import ErrorCode
 from .errors import CatalogError, DuplicateRun, NotFound, RunInProgress
 from .records import RunRecord, iso, new_run_id, parse_time
 from .settings import STORAGE_SETTING, Settings
@@ -295,7 +296,8 @@ def mark_poisoned(settings: Settings, body: str, *, services: Services | None = 
     if record.status != "failed":
         last = f" (last error: {record.error['message']})" if record.error else ""
         record.status = "failed"
-        record.error = {"code": "poisoned", "message": f"the run was given up after {MAX_DEQUEUE} attempts{last}"}
+        record.error = {"code": ErrorCode.POISONED.value,
+                        "message": f"the run was given up after {MAX_DEQUEUE} attempts{last}"}
         record.finished_at = services.clock.now()
         runs.save(record)
         alerts.notify_poisoned(services, record)

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .error_codes import ErrorCode
 from .errors import SettingError
 
 RUNS_QUEUE = "activation-runs"  # the runner's queue trigger listens here (DESIGN.md §3)
@@ -115,7 +116,8 @@ class Settings:
         names fail here too, whatever validated the catalog (defence in depth)."""
         refusal = setting_refusal(name, self.values.get(ALLOWED_SETTINGS))
         if refusal is not None:
-            raise SettingError(f"app setting {refusal[:1].lower()}{refusal[1:]} ({purpose})", code="refused_setting")
+            raise SettingError(f"app setting {refusal[:1].lower()}{refusal[1:]} ({purpose})",
+                               code=ErrorCode.REFUSED_SETTING)
         value = self.get(name)
         if value is None:
             raise SettingError(

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,10 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import UpdateMode
 
+from .azure_errors import RECORDS, map_azure_errors
 from .catalog import Catalog, app_root, parse_catalog
 from .clock import SYSTEM, Clock
-from .errors import DuplicateRun, NotFound, RunInProgress, StateError
+from .errors import DuplicateRun, NotFound, RunInProgress
 from .records import RunRecord
 from .settings import RUNS_QUEUE, Settings
 from .storage import queue_service, table_service
@@ -36,18 +36,11 @@ SECTIONS = ("sources", "models", "segments", "destinations", "activations", "ale
 MAX_TIME = 10**13  # milliseconds; RowKey = MAX_TIME - start, so newer runs sort first
 
 
-@contextmanager
-def map_table_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (ResourceNotFoundError, ResourceExistsError, ResourceModifiedError):
-        raise
-    except HttpResponseError as exc:
-        if exc.status_code == 412:
-            raise
-        raise StateError(f"Table Storage failed to {action}: {exc.message}", transient=True) from exc
-    except AzureError as exc:
-        raise StateError(f"Table Storage failed to {action}: {getattr(exc, 'message', exc)}", transient=True) from exc
+def map_table_errors(action: str) -> AbstractContextManager[None]:
+    """Azure errors as `StateError`s by the one Azure boundary (core/azure_errors.py): a refusal is
+    terminal, throttling and an unreachable account transient. The SDK's "not found", "exists" and
+    "modified" answers the stores act on are caught inside the block, never passed through."""
+    return map_azure_errors(f"Table Storage failed to {action}", boundary=RECORDS)
 
 
 class Tables:
@@ -139,11 +132,11 @@ class RunStore:
                                       "activation": record.activation})
 
     def get(self, run_id: str) -> RunRecord:
-        try:
-            with map_table_errors(f"read run `{run_id}`"):
+        with map_table_errors(f"read run `{run_id}`"):
+            try:
                 entity = self.table.get_entity("run", run_id)
-        except ResourceNotFoundError:
-            raise NotFound(f"no run `{run_id}`") from None
+            except ResourceNotFoundError:
+                raise NotFound(f"no run `{run_id}`") from None
         return RunRecord.from_dict(json.loads(entity["doc"]))
 
     def history(self, activation: str, limit: int = 50) -> list[RunRecord]:
@@ -173,11 +166,11 @@ class Leases:
 
     def holder(self, activation: str) -> str | None:
         """The run holding the activation's lease, if it has not expired."""
-        try:
-            with map_table_errors("read a lease"):
+        with map_table_errors("read a lease"):
+            try:
                 entity = self.table.get_entity("lease", activation)
-        except ResourceNotFoundError:
-            return None
+            except ResourceNotFoundError:
+                return None
         if datetime.fromisoformat(entity["expires"]) <= self.clock.now():
             return None
         return str(entity["run_id"])
@@ -230,11 +223,11 @@ class ScheduleMarks:
         self.table = tables.table("schedule")
 
     def last(self, activation: str) -> tuple[datetime | None, str | None]:
-        try:
-            with map_table_errors("read the schedule"):
+        with map_table_errors("read the schedule"):
+            try:
                 entity = self.table.get_entity("schedule", activation)
-        except ResourceNotFoundError:
-            return None, None
+            except ResourceNotFoundError:
+                return None, None
         return datetime.fromisoformat(entity["last_occurrence"]), entity.metadata["etag"]
 
     def claim(self, activation: str, occurrence: datetime, etag: str | None) -> bool:

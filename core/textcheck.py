@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 import pyarrow.types as pat
 
+from .error_codes import ErrorCode
 from .errors import FormatError
 
 
@@ -109,7 +110,7 @@ class TextGuard:
         fix = ("set `on_invalid_text: replace` on the activation to write U+FFFD instead, or fix the data"
                if _plain_string(field.type) else "cast or clean the value in the model's SQL")
         raise FormatError(f"column `{field.name}` holds text that is not valid UTF-8{where}; nothing was published; "
-                          f"{fix}", code="invalid_text")
+                          f"{fix}", code=ErrorCode.INVALID_TEXT)
 
     def report(self) -> None:
         """The `invalid_text` warning for the values replaced, once per run."""

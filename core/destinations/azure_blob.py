@@ -19,8 +19,8 @@ Authentication, from the catalog's destination:
 | `account_url` | `DefaultAzureCredential`: the app's managed identity (`AZURE_CLIENT_ID` picks a user-assigned one) |
 
 Throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults are retried with capped
-exponential backoff and jitter (`ExportRetry`); what is left is mapped by `map_azure_errors`
-(both in `azure_errors.py`).
+exponential backoff and jitter (`ExportRetry`, in `azure_errors.py`); what is left is mapped by
+`map_azure_errors` (core/azure_errors.py, the one Azure error boundary).
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
+from ..azure_errors import Access, map_azure_errors
 from ..catalog import Destination as DestinationConfig
+from ..error_codes import ErrorCode
 from ..errors import DestinationError
 from ..settings import Settings
-from .azure_errors import TIMEOUT_SETTING, Access, ExportRetry, map_azure_errors, timeouts
+from .azure_errors import TIMEOUT_SETTING, ExportRetry, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ class BlobUpload:
             raise DestinationError(
                 f"`{self.path}` is larger than one blob can hold when uploaded in blocks ({MAX_BLOCKS} blocks, "
                 f"{_human(max_blob_size())}): set `max_file_size` on the activation to split it into parts",
-                code="file_too_large")
+                code=ErrorCode.FILE_TOO_LARGE)
         block_id = f"filecast-{self.token}-{len(self.block_ids):06d}"  # fixed length, as the service requires
         self.block_ids.append(block_id)
         units = min(max(1, len(block) // BLOCK_SIZE), MAX_IN_FLIGHT)  # bigger blocks take more slots
@@ -199,7 +201,7 @@ class BlobUpload:
         self._check()
         if size != self.size:
             raise DestinationError(f"size mismatch for `{self.path}`: the writer produced {size} bytes, "
-                                   f"{self.size} were staged", code="size_mismatch")
+                                   f"{self.size} were staged", code=ErrorCode.SIZE_MISMATCH)
         self.md5 = md5
 
     async def publish(self) -> None:
@@ -242,7 +244,7 @@ class AzureBlobDestination:
         client_options: Mapping[str, Any] | None = None,
     ):
         if config.container is None:
-            raise DestinationError(f"destination `{config.id}` has no `container`", code="invalid_catalog")
+            raise DestinationError(f"destination `{config.id}` has no `container`", code=ErrorCode.INVALID_CATALOG)
         self.config = config
         self.warnings: list[dict[str, str]] = []
         self.where = f"container `{config.container}`"
@@ -273,7 +275,7 @@ class AzureBlobDestination:
             except (ValueError, TypeError):
                 raise DestinationError(f"app setting `{setting}` is not a valid storage connection string: it "
                                        "should look like `DefaultEndpointsProtocol=https;AccountName=…;"
-                                       "AccountKey=…`", code="bad_credentials") from None
+                                       "AccountKey=…`", code=ErrorCode.BAD_CREDENTIALS) from None
             return (lambda: ContainerClient.from_connection_string(conn, container, **options())), \
                 Access("connection_string", setting)
         if config.sas_url_setting:
@@ -281,28 +283,28 @@ class AzureBlobDestination:
             url = settings.secret(setting, purpose=f"container SAS URL of destination `{config.id}`")
             if not parse_qs(urlsplit(url).query).get("sig"):
                 raise DestinationError(f"app setting `{setting}` has no SAS token: it must be the container URL "
-                                       "followed by `?sv=…&sig=…`", code="bad_credentials")
+                                       "followed by `?sv=…&sig=…`", code=ErrorCode.BAD_CREDENTIALS)
             try:
                 client = ContainerClient.from_container_url(url, **options())
             except (ValueError, TypeError):
                 raise DestinationError(f"app setting `{setting}` is not a container SAS URL: it should look like "
                                        "`https://<account>.blob.core.windows.net/<container>?sv=…&sig=…`",
-                                       code="bad_credentials") from None
+                                       code=ErrorCode.BAD_CREDENTIALS) from None
             if client.container_name != container:
                 raise DestinationError(
                     f"the SAS URL in app setting `{setting}` is for container `{client.container_name}`, but "
                     f"destination `{config.id}` writes to container `{container}`: use a SAS URL of `{container}`",
-                    code="bad_credentials")
+                    code=ErrorCode.BAD_CREDENTIALS)
             self.where = f"container `{container}` of storage account `{client.account_name}`"
             self._check_sas(url, setting)
             return (lambda: ContainerClient.from_container_url(url, **options())), Access("sas", setting)
         account_url = config.account_url
         if not account_url:
             raise DestinationError(f"destination `{config.id}` needs one of `connection_setting`, `sas_url_setting` "
-                                   "or `account_url`", code="invalid_catalog")
+                                   "or `account_url`", code=ErrorCode.INVALID_CATALOG)
         if urlsplit(account_url).scheme != "https":
             raise DestinationError(f"`account_url` of destination `{config.id}` must start with https://: a managed "
-                                   "identity's token is only ever sent over HTTPS", code="bad_credentials")
+                                   "identity's token is only ever sent over HTTPS", code=ErrorCode.BAD_CREDENTIALS)
 
         def connect() -> ContainerClient:
             token_credential = credential
@@ -322,17 +324,18 @@ class AzureBlobDestination:
         if expiry is not None and expiry <= now:
             raise DestinationError(
                 f"the SAS token in app setting `{setting}` expired at {expiry:%Y-%m-%dT%H:%M:%SZ}: generate a new one "
-                "with write (`w`) and create (`c`) permissions and update the setting", code="sas_expired")
+                "with write (`w`) and create (`c`) permissions and update the setting", code=ErrorCode.SAS_EXPIRED)
         if start is not None and start > now + SAS_CLOCK_SKEW:
             raise DestinationError(
                 f"the SAS token in app setting `{setting}` is not valid before {start:%Y-%m-%dT%H:%M:%SZ}: wait, or "
-                "generate one whose start time has passed", code="bad_credentials")
+                "generate one whose start time has passed", code=ErrorCode.BAD_CREDENTIALS)
         granted = values.get("sp", [None])[0]
         if granted is not None and not {"w", "c"} & set(granted):
             names = ", ".join(_SAS_PERMISSIONS.get(p, p) for p in granted) or "none"
             raise DestinationError(
                 f"permission denied to write in {self.where}: the SAS token in app setting `{setting}` grants "
-                f"`{granted}` ({names}); it needs write (`w`) and create (`c`) permissions", code="permission_denied")
+                f"`{granted}` ({names}); it needs write (`w`) and create (`c`) permissions",
+                code=ErrorCode.PERMISSION_DENIED)
         if expiry is not None and expiry - now <= SAS_WARNING_WINDOW:
             days = (expiry - now).total_seconds() / 86400
             self.warnings.append({

@@ -1,8 +1,9 @@
-"""Azure Blob Storage failures: the retry policy and the messages a user reads.
+"""Azure Blob Storage exports: the retry policy and the transport's timeouts.
 
 `ExportRetry` retries throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults with
 capped exponential backoff and jitter, honouring `Retry-After`; what is left is translated by
-`map_azure_errors()` into a `DestinationError` that names the container and what to fix.
+core/azure_errors.py (`map_azure_errors()`, the one Azure error boundary) into a
+`DestinationError` that names the container and what to fix.
 """
 
 from __future__ import annotations
@@ -11,25 +12,16 @@ import asyncio
 import email.utils
 import logging
 import random
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.storage.blob.aio import ExponentialRetry
 
+from ..azure_errors import RETRY_STATUSES, first_line
+from ..error_codes import ErrorCode
 from ..errors import DestinationError
 
 log = logging.getLogger(__name__)
@@ -51,125 +43,6 @@ RETRY_INITIAL_BACKOFF = 2.0
 RETRY_INCREMENT_BASE = 2.0
 RETRY_JITTER = 1.0
 RETRY_MAX_BACKOFF = 30.0
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(sig=)[^&\s'\"]+"),
-    re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"),
-    re.compile(r"(?i)(SharedAccessSignature=)[^;\s'\"]+"),
-)
-
-
-def scrub(text: str) -> str:
-    """`text` with SAS signatures and account keys blanked: SDK messages may quote a URL or setting."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(r"\1***", text)
-    return text
-
-
-def _error_code(exc: AzureError) -> str:
-    code = getattr(exc, "error_code", None)
-    if code is None:
-        return ""
-    return str(getattr(code, "value", code))
-
-
-def _reason(exc: AzureError) -> str:
-    return _error_code(exc) or type(exc).__name__
-
-
-def service_message(exc: AzureError) -> str:
-    """What the storage service itself said (its `<Message>`), first line, scrubbed; "" if nothing."""
-    response = getattr(exc, "response", None)
-    said = str(getattr(response, "reason", "") or "") if response is not None else ""
-    text = said if len(said) > 40 else str(getattr(exc, "message", "") or "")
-    line = text.strip().splitlines()[0].strip() if text.strip() else ""
-    return scrub(line) if line and not line.startswith(("Operation returned", "(")) else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return scrub(str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__)
-
-
-@dataclass(frozen=True)
-class Access:
-    """How the destination authenticates, for messages that say what to fix."""
-
-    mode: str     # connection_string | sas | identity
-    setting: str  # the app setting, or the account URL for an identity
-
-    def refused(self) -> str:
-        if self.mode == "connection_string":
-            return (f"check that app setting `{self.setting}` holds the account's current connection string "
-                    "(keys may have been rotated)")
-        if self.mode == "sas":
-            return (f"check that the SAS token in app setting `{self.setting}` was signed with a current account "
-                    "key, is within its start and expiry times, and that the account's firewall lets this app in")
-        return ("check that the Function App's managed identity is enabled (and `AZURE_CLIENT_ID` names it if it "
-                "is user-assigned) and that the account's firewall lets this app in")
-
-    def needs(self) -> str:
-        if self.mode == "sas":
-            return f"the SAS token in app setting `{self.setting}` needs write (`w`) and create (`c`) permissions"
-        if self.mode == "identity":
-            return ("the managed identity needs the `Storage Blob Data Contributor` role on the container or the "
-                    "storage account")
-        return f"the credential in app setting `{self.setting}` needs write (`w`) and create (`c`) permissions"
-
-
-@contextmanager
-def map_azure_errors(action: str, where: str, access: Access | None = None) -> Iterator[None]:
-    """Translate Azure SDK errors into DestinationError with a message a user can act on.
-
-    Authorisation failures and missing containers are terminal; throttling, server errors and
-    network faults (what is left after the SDK's retries) are transient.
-    """
-    access = access or Access("connection_string", "the connection setting")
-    try:
-        yield
-    except DestinationError:
-        raise
-    except ClientAuthenticationError as exc:
-        if exc.status_code is None:  # no answer from storage: the credential itself could not produce a token
-            raise DestinationError(
-                f"cannot get a token to {action} in {where}: {_first_line(exc)}; {access.refused()}",
-                code="authentication_failed") from exc
-        raise DestinationError(
-            f"not authorised to {action} in {where}: the credential was refused ({_reason(exc)}); {access.refused()}",
-            code="authentication_failed") from exc
-    except ResourceNotFoundError as exc:
-        fix = ("create it, or use a SAS URL for an existing container" if access.mode == "sas"
-               else "create it, or set `create_container: true` on the destination")
-        raise DestinationError(f"{where} was not found while trying to {action} ({_reason(exc)}): {fix}",
-                               code="not_found") from exc
-    except HttpResponseError as exc:
-        status, code = exc.status_code or 0, _error_code(exc)
-        if status == 403 and code in ("AuthorizationFailure", "AuthenticationFailed",
-                                      "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch"):
-            raise DestinationError(
-                f"not authorised to {action} in {where}: the credential was refused ({code}); {access.refused()}",
-                code="authentication_failed") from exc
-        if status == 403:
-            raise DestinationError(f"permission denied to {action} in {where} ({_reason(exc)}): {access.needs()}",
-                                   code="permission_denied") from exc
-        if status in RETRY_STATUSES:
-            raise DestinationError(
-                f"Azure Blob Storage kept refusing to {action} in {where}: HTTP {status} ({_reason(exc)}) after "
-                "retrying with backoff; the account is throttling or unavailable, and the run will be retried",
-                code="destination_unavailable", transient=True) from exc
-        said = service_message(exc)
-        raise DestinationError(f"Azure Blob Storage refused to {action} in {where}: HTTP {status} ({_reason(exc)})"
-                               + (f"; the service said: {said}" if said else ""), transient=status >= 500) from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise DestinationError(f"cannot reach Azure Blob Storage ({where}) to {action}: {_first_line(exc)} (after "
-                               "retrying); check the account name or endpoint and the network path to it",
-                               code="destination_unavailable", transient=True) from exc
-    except AzureError as exc:
-        raise DestinationError(f"Azure Blob Storage failed to {action} in {where}: {_first_line(exc)}",
-                               transient=True) from exc
-
-
 class ExportRetry(ExponentialRetry):
     """The storage SDK's exponential retry, plus 429, `Retry-After`, a backoff cap and a log line.
 
@@ -208,7 +81,7 @@ class ExportRetry(ExponentialRetry):
             except AzureError as err:
                 if not self.increment(settings, request=request.http_request, error=err):
                     raise
-                what = _first_line(err)
+                what = first_line(err)
             else:
                 status = response.http_response.status_code
                 if status not in RETRY_STATUSES or not self.increment(
@@ -235,7 +108,7 @@ def timeouts(raw: str | None) -> dict[str, float]:
             value = 0.0
         if not 1 <= value <= 600:
             raise DestinationError(f"app setting `{TIMEOUT_SETTING}` must be a number of seconds from 1 to 600, not "
-                                   f"`{raw}`", code="invalid_setting")
+                                   f"`{raw}`", code=ErrorCode.INVALID_SETTING)
     return {"connection_timeout": value, "read_timeout": value * READ_FACTOR}
 
 

@@ -37,7 +37,8 @@ from typing import Any
 import aioftp
 
 from ..catalog import Destination as DestinationConfig
-from ..errors import DestinationError
+from ..error_codes import ErrorCode
+from ..errors import DestinationError, DestinationUnavailable
 from ..settings import Settings
 from .ftp_client import REPLY_GRACE, FtpClient, reply_text
 from .ftp_errors import FtpContext, map_ftp_errors
@@ -119,7 +120,7 @@ class FtpUpload:
         self.client = None
         if stored is not None and stored != size:
             raise self.context.error(f"the FTP server {self.context.host} stored {stored} bytes of `{self.path}` "
-                                     f"instead of {size}", "size_mismatch", transient=True)
+                                     f"instead of {size}", ErrorCode.SIZE_MISMATCH, DestinationUnavailable)
 
     async def publish(self) -> None:
         client = await self.owner.acquire()
@@ -202,7 +203,8 @@ class FtpDestination:
         if not config.passive:
             raise context.error(
                 f"destinations.{config.id}.passive: active mode (`passive: false`) is not supported: an Azure "
-                "Function cannot accept the server's data connections; use passive mode (the default)", "unsupported")
+                "Function cannot accept the server's data connections; use passive mode (the default)",
+                ErrorCode.UNSUPPORTED)
         client = FtpClient(tls=self.tls, implicit=config.tls == "implicit", timeout=self.timeout)
         try:
             with map_ftp_errors(context, "connect"):
@@ -355,7 +357,7 @@ def _timeout_setting(settings: Settings, name: str = TIMEOUT_SETTING) -> float:
         value = 0.0
     if not 0 < value <= 3600:
         raise DestinationError(f"app setting `{name}` must be a number of seconds between 0 and 3600, "
-                               f"not `{raw}`", code="invalid_setting")
+                               f"not `{raw}`", code=ErrorCode.INVALID_SETTING)
     return value
 
 
@@ -368,6 +370,7 @@ def _tls_context(config: DestinationConfig, context: FtpContext) -> ssl.SSLConte
         except (OSError, ssl.SSLError) as exc:
             raise DestinationError(
                 f"destinations.{config.id}.ca_file: cannot load CA certificates from `{context.ca_file}`: "
-                f"{getattr(exc, 'strerror', None) or exc}; it must be a readable PEM file", code="invalid_ca_file",
+                f"{getattr(exc, 'strerror', None) or exc}; it must be a readable PEM file",
+                code=ErrorCode.INVALID_CA_FILE,
             ) from exc
     return tls

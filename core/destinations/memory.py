@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from ..errors import DestinationError
+from ..errors import DestinationError, DestinationUnavailable
 
 
 class MemoryUpload:
@@ -47,7 +47,7 @@ class MemoryDestination:
     def check_fault(self, action: str, path: str) -> None:
         for fault_action, fragment in self.fail_on:
             if fault_action == action and fragment in path:
-                raise DestinationError(f"injected failure: {action} `{path}`", transient=True)
+                raise DestinationUnavailable(f"injected failure: {action} `{path}`")
 
     async def __aenter__(self) -> MemoryDestination:
         return self

@@ -37,7 +37,8 @@ from typing import Any
 import asyncssh
 
 from ..catalog import Destination as DestinationConfig
-from ..errors import DestinationError
+from ..error_codes import ErrorCode
+from ..errors import DestinationError, DestinationUnavailable
 from ..settings import Settings
 from .ftp import STALE_AFTER, TEMP, _timeout_setting
 from .sftp_errors import SftpContext, map_sftp_errors
@@ -153,7 +154,7 @@ class SftpUpload:
             stored = (await self.owner.call(self.owner.sftp.stat(self.temp))).size
         if stored is not None and stored != size:
             raise self.context.error(f"the SFTP server {self.context.host} stored {stored} bytes of `{self.path}` "
-                                     f"instead of {size}", "size_mismatch", transient=True)
+                                     f"instead of {size}", ErrorCode.SIZE_MISMATCH, DestinationUnavailable)
 
     async def publish(self) -> None:
         sftp = self.owner.sftp
@@ -349,7 +350,7 @@ class SftpDestination:
             raise self.context.error(
                 f"the SFTP server {self.context.host} could not store `{path}` (server said: {failure.reason}): its "
                 f"disk is full ({space.bavail * space.frsize} bytes free) or the user's quota is exhausted; free "
-                "space on the server or raise the quota", "disk_full", transient=True) from failure
+                "space on the server or raise the quota", ErrorCode.DISK_FULL, DestinationUnavailable) from failure
 
     async def remove_quietly(self, path: str) -> None:
         """Delete a temporary file, on a fresh connection if the old one broke; never raises."""

@@ -23,7 +23,9 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from ..columns import bind_where
-from ..errors import CatalogError, SourceError
+from ..error_codes import ErrorCode
+from ..errors import CatalogError, SourceError, SourceUnavailable
+from ..scrub import scrub
 from ..segments import ANSI, DIALECTS, Dialect, segment_sql
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,6 @@ def describe_uri(uri: str | None) -> str:
     return f"{host}{port}{path}" if host else ""
 
 
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
 def server_message(exc: BaseException) -> str:
     """The database's own words: the primary message (and hint) without the driver's wrapping."""
     details = dict(getattr(exc, "details", None) or [])
@@ -114,7 +110,7 @@ def map_adbc_errors(what: str, *, secrets: Sequence[str] = (), uri_setting: str 
 
 def classify(exc: Exception, what: str, *, uri_setting: str | None = None, secrets: Sequence[str] = (),
              connecting: bool = False) -> SourceError:
-    """A `SourceError` for a driver error: code, transient or terminal, and a message with a fix."""
+    """A `SourceError` for a driver error: code, transient (`SourceUnavailable`) or terminal, and a fix."""
     sqlstate = (getattr(exc, "sqlstate", None) or "").upper()
     if not sqlstate:
         found = re.search(r"SQLSTATE: ([0-9A-Z]{5})", str(exc))
@@ -124,35 +120,34 @@ def classify(exc: Exception, what: str, *, uri_setting: str | None = None, secre
     setting = f" in the app setting `{uri_setting}`" if uri_setting else ""
     if sqlstate.startswith("28") or any(words in lowered for words in _AUTHENTICATION):
         return SourceError(f"authentication failed on {what}: {said}; check the user and password{setting}",
-                           code="authentication_failed", transient=False)
+                           code=ErrorCode.AUTHENTICATION_FAILED)
     if sqlstate == "3D000" or re.search(r"database \S+ does not exist", lowered):
-        return SourceError(f"{what}: {said}; check the database name{setting}", code="source_not_found",
-                           transient=False)
+        return SourceError(f"{what}: {said}; check the database name{setting}", code=ErrorCode.SOURCE_NOT_FOUND)
     if "statement timeout" in lowered and sqlstate in ("57014", ""):
-        return SourceError(f"the model query on {what} ran longer than the source's `statement_timeout` and was "
+        return SourceUnavailable(f"the model query on {what} ran longer than the source's `statement_timeout` and was "
                            f"cancelled: {said}; make the query faster or raise `statement_timeout`",
-                           code="statement_timeout", transient=True)
+                           code=ErrorCode.STATEMENT_TIMEOUT)
     if sqlstate.startswith("08") or (not sqlstate and any(words in lowered for words in _UNREACHABLE)):
-        return SourceError(f"cannot reach {what}: {said}; check the host and port{setting} and that the server "
-                           "accepts connections from this app", code="source_unreachable", transient=True)
+        return SourceUnavailable(f"cannot reach {what}: {said}; check the host and port{setting} and that the server "
+                           "accepts connections from this app", code=ErrorCode.SOURCE_UNREACHABLE)
     if connecting:
         return SourceError(f"cannot connect to {what}: {said}; check the connection URI{setting} and the source's "
-                           "`options`", code="source_connection_failed", transient=False)
+                           "`options`", code=ErrorCode.SOURCE_CONNECTION_FAILED)
     if sqlstate == "42501":
         return SourceError(f"permission denied on {what}: {said}; grant the user SELECT on the model's tables",
-                           code="permission_denied", transient=False)
+                           code=ErrorCode.PERMISSION_DENIED)
     if sqlstate.startswith(("42", "22", "0A", "21", "25", "2B", "3F")):
         return SourceError(f"the model query failed on {what}: {said}; fix the model's `sql` or `table`",
-                           code="model_query_failed", transient=False)
+                           code=ErrorCode.MODEL_QUERY_FAILED)
     if sqlstate.startswith(("40", "53", "55", "57", "58", "XX")):
-        return SourceError(f"{what} failed: {said}; the run will be retried", transient=True)
+        return SourceUnavailable(f"{what} failed: {said}; the run will be retried")
     import adbc_driver_manager
 
     if isinstance(exc, adbc_driver_manager.ProgrammingError | adbc_driver_manager.NotSupportedError):
         return SourceError(f"the model query failed on {what}: {said}; fix the model's `sql` or `table`",
-                           code="model_query_failed", transient=False)
-    transient = isinstance(exc, adbc_driver_manager.OperationalError)
-    return SourceError(f"{what} failed: {said}", transient=transient)
+                           code=ErrorCode.MODEL_QUERY_FAILED)
+    kind = SourceUnavailable if isinstance(exc, adbc_driver_manager.OperationalError) else SourceError
+    return kind(f"{what} failed: {said}")
 
 
 # --- Arrow types ----------------------------------------------------------------------------------
@@ -206,7 +201,7 @@ def plain_batch(batch: pa.RecordBatch, target: pa.Schema, what: str) -> pa.Recor
                 column = column.cast(field.type) if column.type != field.type else column
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SourceError(f"column `{field.name}` of {what} holds a value that does not fit {field.type} "
-                                  f"({exc}); cast it in the model's SQL, e.g. to text", transient=False) from None
+                                  f"({exc}); cast it in the model's SQL, e.g. to text") from None
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=target)
 

@@ -22,7 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from ..columns import bind_where
-from ..errors import SourceError
+from ..error_codes import ErrorCode
+from ..errors import SourceError, SourceUnavailable
 from ..segments import DUCKDB, segment_sql
 from ..spill import temp_directory
 from .base import Where
@@ -40,9 +41,9 @@ def map_duckdb_errors(what: str) -> Iterator[None]:
         raise SourceError(f"the model query on {what} tried to reach files, the network or extensions, which "
                           f"model SQL may not ({exc}); query the database's own tables, or set "
                           "`allow_file_access: true` on the source if its SQL is trusted to read this machine",
-                          code="file_access_denied", transient=False) from exc
+                          code=ErrorCode.FILE_ACCESS_DENIED) from exc
     except duckdb.IOException as exc:
-        raise SourceError(f"cannot open {what}: {exc}", transient=False) from exc
+        raise SourceError(f"cannot open {what}: {exc}") from exc
     except (duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException) as exc:
         raise SourceError(f"the model query failed on {what}: {exc}; fix the model's `sql` or `table`") from exc
     except duckdb.Error as exc:
@@ -71,9 +72,8 @@ def already_locked(connection: duckdb.DuckDBPyConnection, allow_file_access: boo
         "SELECT current_setting('lock_configuration'), current_setting('enable_external_access')").fetchall()[0]
     if locked and allow_file_access and not external:
         connection.close()
-        raise SourceError(f"{what} is already open without file access in this process (another source or run "
-                          "uses the same file); give the `allow_file_access` source a database file of its own",
-                          transient=True)
+        raise SourceUnavailable(f"{what} is already open without file access in this process (another source or run "
+                          "uses the same file); give the `allow_file_access` source a database file of its own")
     return bool(locked)
 
 

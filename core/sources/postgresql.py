@@ -81,7 +81,7 @@ class PostgresSource(AdbcSource):
 
             duplicates = sorted({n for n in schema.names if schema.names.count(n) > 1})
             raise SourceError(f"the model query on {self.what} returns the column name "
-                              f"`{'`, `'.join(duplicates)}` twice; give each column its own name", transient=False)
+                              f"`{'`, `'.join(duplicates)}` twice; give each column its own name")
         quote = self.dialect.quote
         columns = [quote(name) if cast is None else f"{quote(name)}::{cast} AS {quote(name)}"
                    for name, cast in casts.items()]

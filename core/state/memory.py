@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import StateError
+from ..errors import StateError, StateUnavailable
 from .base import Entries, Snapshot, StateInfo, conflict_error, new_generation_id
 
 
@@ -61,7 +61,7 @@ class MemoryStateStore:
         self.calls.append(operation)
         if operation in self.fail_on:
             self.fail_on.discard(operation)
-            raise StateError(f"injected failure in `{operation}`", transient=True)
+            raise StateUnavailable(f"injected failure in `{operation}`")
 
     def load(self, activation: str) -> Snapshot:
         with self._lock:

@@ -21,7 +21,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, UpdateMode
 
-from ..errors import StateError
+from ..azure_errors import transient_status
+from ..errors import StateError, StateUnavailable
 
 API_VERSION = "2019-02-02"
 
@@ -131,7 +132,5 @@ def upsert_transaction(table: TableClient, entities: list[dict[str, Any]]) -> No
     failed = next((code for code in statuses if not 200 <= code < 300), None)
     if failed is not None:
         error = re.search(r'"code"\s*:\s*"([^"]*)"', text)
-        raise StateError(
-            f"writing state shards: storage answered {failed} `{error.group(1) if error else 'error'}`",
-            transient=failed in (408, 429) or failed >= 500,
-        )
+        kind = StateUnavailable if transient_status(failed) else StateError
+        raise kind(f"writing state shards: storage answered {failed} `{error.group(1) if error else 'error'}`")

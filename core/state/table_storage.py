@@ -37,24 +37,20 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
 
-from ..errors import StateConflict, StateError
+from .. import azure_errors
+from ..errors import StateError
 from .base import ENTRY_BYTES, Entries, Snapshot, StateInfo, conflict_error, new_generation_id
 from .table_requests import binary, query_entities, upsert_transaction
 
@@ -70,35 +66,10 @@ FORMAT = 1
 _BLOCK_BYTES = 4 << 20
 
 
-@contextmanager
-def map_azure_errors(what: str) -> Iterator[None]:
-    """Translate Azure SDK errors into Filecast's; messages name the operation, never a secret."""
-    try:
-        yield
-    except (StateError, StateConflict):
-        raise
-    except ClientAuthenticationError as exc:
-        raise StateError(
-            f"{what}: the storage account refused the credentials; check the state storage "
-            "connection setting or the identity's role assignments",
-            transient=False,
-        ) from exc
-    except HttpResponseError as exc:
-        status = exc.status_code or 0
-        code = getattr(exc, "error_code", None) or exc.reason or "error"
-        transient = status in (408, 429) or status >= 500
-        hint = "; the identity needs data access to the storage account" if status == 403 else ""
-        said = str(exc.message or "").strip().splitlines()[0][:200] if exc.message else ""
-        detail = f" ({said})" if said and said != code else ""
-        raise StateError(
-            f"{what}: storage answered {status} `{code}`{detail}{hint}", transient=transient
-        ) from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise StateError(
-            f"{what}: the storage account could not be reached ({type(exc).__name__})", transient=True
-        ) from exc
-    except AzureError as exc:
-        raise StateError(f"{what}: {type(exc).__name__}", transient=True) from exc
+def map_azure_errors(what: str) -> AbstractContextManager[None]:
+    """Azure errors as `StateError`s (transient ones `StateUnavailable`) by the one Azure boundary,
+    core/azure_errors.py; `what` is the whole subject of the message ("reading the delta state of …")."""
+    return azure_errors.map_azure_errors(what, boundary=azure_errors.STATE)
 
 
 class RequestCounter:

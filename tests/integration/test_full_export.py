@@ -151,7 +151,7 @@ def test_azure_missing_container_is_a_clear_error(azurite: Azurite, demo_db: Pat
     path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, destination))
     result = cli("run", "export", "--catalog", str(path), env={"EXPORT_STORAGE": azurite.connection_string})
     record = run_record(result)
-    assert result.returncode == 1
+    assert result.returncode == 2  # `not_found` is bad input (core/error_codes.py): HTTP 404, exit 2
     assert record["error"]["code"] == "not_found"
     assert "container `does-not-exist` of storage account `devstoreaccount1` was not found" in \
         record["error"]["message"]

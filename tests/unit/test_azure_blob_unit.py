@@ -18,6 +18,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from core.azure_errors import Access, map_azure_errors
 from core.catalog import Destination as DestinationConfig
 from core.destinations import azure_blob
 from core.destinations.azure_blob import (
@@ -26,8 +27,10 @@ from core.destinations.azure_blob import (
     max_blob_size,
     sas_expiry,
 )
-from core.destinations.azure_errors import Access, ExportRetry, map_azure_errors, scrub
+from core.destinations.azure_errors import ExportRetry
+from core.error_codes import ErrorCode
 from core.errors import DestinationError
+from core.scrub import scrub
 from core.settings import Settings
 
 WHERE = "container `exports` of storage account `acct`"
@@ -221,7 +224,7 @@ def test_sdk_text_is_scrubbed_of_secrets() -> None:
 
 
 def test_errors_of_filecast_pass_through() -> None:
-    original = DestinationError("already mapped", code="x")
+    original = DestinationError("already mapped", code=ErrorCode.SIZE_MISMATCH)
     assert mapped(original) is original
 
 

@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from core.catalog import parse_catalog
 from core.destinations.memory import MemoryDestination, MemoryUpload
 from core.engine import Run
-from core.errors import DestinationError, StateError
+from core.errors import DestinationUnavailable, StateUnavailable
 from core.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
@@ -58,7 +58,7 @@ class Killed(BaseException):
 
 
 def fault(kill: bool, where: str) -> BaseException:
-    return Killed(where) if kill else StateError(f"injected failure in `{where}`", transient=True)
+    return Killed(where) if kill else StateUnavailable(f"injected failure in `{where}`")
 
 
 class FaultyState(MemoryStateStore):
@@ -102,7 +102,7 @@ class FaultyDestination(MemoryDestination):
         if self.fault is not None and self.fault[0] == action:
             if self.counts[action] == self.fault[1]:
                 kill, self.fault = self.fault[2], None
-                raise Killed(path) if kill else DestinationError(f"injected: {action} `{path}`", transient=True)
+                raise Killed(path) if kill else DestinationUnavailable(f"injected: {action} `{path}`")
             self.counts[action] += 1
 
     async def open(self, path: str, *, content_type: str) -> MemoryUpload:

@@ -10,6 +10,7 @@ import pytest
 from core.catalog import parse_catalog
 from core.destinations.sftp_errors import SftpContext
 from core.destinations.sftp_keys import fingerprint, known_hosts_line, pins, private_key
+from core.error_codes import ErrorCode
 from core.errors import CatalogInvalid
 
 KEY = asyncssh.generate_private_key("ssh-ed25519")
@@ -98,5 +99,5 @@ def test_messages_never_carry_secrets() -> None:
     config = parse_catalog(doc(host="h", username="u", password_setting="P", host_key=FINGERPRINT))
     context = SftpContext(config.destinations["partner"], ["hunter2-password", key_text, "the-passphrase"], 30)
     body = key_text.splitlines()[1]
-    error = context.error(f"server said: hunter2-password {body} the-passphrase", "x")
+    error = context.error(f"server said: hunter2-password {body} the-passphrase", ErrorCode.SFTP_ERROR)
     assert error.message == "server said: *** *** ***"
