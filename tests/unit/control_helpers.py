@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from core.errors import StateError
+from core.errors import StateError, StateUnavailable
 from core.state.base import Snapshot
 from core.state.memory import MemoryStateStore
 
@@ -45,4 +45,5 @@ class BrokenState(MemoryStateStore):
 
     def load(self, activation: str) -> Snapshot:
         self.calls.append("load")
-        raise StateError("the state store is unreachable", transient=self.transient)
+        error = StateUnavailable if self.transient else StateError
+        raise error("the state store is unreachable")
