@@ -31,7 +31,7 @@ class FtpContext:
         self.user = config.username
         self.password_setting = config.password_setting
         self.tls = config.tls
-        self.ca_file = config.ca_file
+        self.ca_file: str | None = getattr(config, "ca_file", None)
         self.timeout = timeout
         self.home: str | None = None  # the login directory, once known
         self._password = password
