@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CatalogError, FilecastError, Problem
 from .pgp_stream import Stage
 from .settings import Settings
+
+if TYPE_CHECKING:  # the catalog imports this module to parse `encryption`
+    from .catalog import Activation, Catalog
 
 FIELDS = ("recipients_setting", "signing_key_setting", "signing_passphrase_setting", "armor")
 EXPIRY_WARNING = timedelta(days=30)
@@ -235,12 +238,12 @@ def load_keys(encryption: Encryption, settings: Settings, now: datetime | None =
     return Keys(encryption, tuple(info), tuple(str(cert) for cert in certs), signing_key, passphrase)
 
 
-def check_catalog(catalog: Any, settings: Settings) -> tuple[list[Problem], list[str]]:
+def check_catalog(catalog: Catalog, settings: Settings) -> tuple[list[Problem], list[str]]:
     """`validate`: every activation's keys, as problems, and (for `--probe`) a line per key."""
     problems: list[Problem] = []
     lines: list[str] = []
     for activation in catalog.activations.values():
-        encryption = getattr(activation, "encryption", None)
+        encryption = activation.encryption
         if encryption is None:
             continue
         path = f"activations.{activation.id}.encryption"
@@ -254,9 +257,9 @@ def check_catalog(catalog: Any, settings: Settings) -> tuple[list[Problem], list
     return problems, lines
 
 
-def prepare(activation: Any, settings: Settings, warn: Any) -> Keys | None:
+def prepare(activation: Activation, settings: Settings, warn: Any) -> Keys | None:
     """A run's keys, checked before the source is opened; a key expiring soon warns `key_expiring`."""
-    encryption = getattr(activation, "encryption", None)
+    encryption = activation.encryption
     if encryption is None:
         return None
     keys = load_keys(encryption, settings)
