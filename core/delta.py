@@ -11,6 +11,11 @@
   published, both with ETag-guarded writes. A run that finds an in-flight generation (its
   predecessor stopped somewhere between the two) compares against it, uncertain rows included
   (`core.diff`), so whatever reached the partner, the partner converges to the source.
+- A run that changed nothing against a committed state writes no generation: `commit()` names the
+  current one again (one guarded pointer write). Only DIFFERENCE begins its generation at `load()`
+  (its payload streams in); the others begin it when they write it.
+- `ahead()` fingerprints the source's next batches on pool threads while the engine diffs and
+  writes the current one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +35,7 @@ import pyarrow as pa
 
 from .catalog import Activation, Model
 from .diff import DeltaSummary, Differ, filter_removed
-from .fingerprint import ENCODING_VERSION, fingerprint_batch
+from .fingerprint import ENCODING_VERSION, Fingerprints, fingerprint_ahead, fingerprint_batch
 from .state.base import Snapshot, StateInfo, StateStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ class DeltaPass:
         self.info: StateInfo | None = None
         self.staged: Snapshot | None = None
         self.reset_reason: str | None = None
+        self._ahead: deque[tuple[pa.RecordBatch, Future[Fingerprints]]] = deque()
 
     @property
     def full(self) -> bool:
@@ -90,7 +98,7 @@ class DeltaPass:
         self.differ = Differ(previous, self.mode, pending=snapshot.pending,  # type: ignore[arg-type]
                              key_columns=self.model.primary_key,
                              on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
-        if not self.preview:
+        if not self.preview and self.mode == "difference":  # its payload streams into the new generation
             self.generation = self.store.begin(self.activation.id)
 
     def open_payload(self, schema: pa.Schema) -> None:
@@ -102,10 +110,21 @@ class DeltaPass:
         self.payload_schema = schema.append(pa.field(KEY_COLUMN, pa.binary(16)))
         self.payload = pa.ipc.new_stream(self.payload_file, self.payload_schema, options=PAYLOAD_OPTIONS)
 
+    def ahead(self, batches: Iterable[pa.RecordBatch], value_columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The source's batches, unchanged, while the next ones are fingerprinted in parallel
+        (`fingerprint_ahead`); `classify` then takes each batch's fingerprints from here."""
+        values = None if self.mode == "insert" else value_columns
+        for batch, future in fingerprint_ahead(batches, self.model.primary_key, values):
+            self._ahead.append((batch, future))
+            yield batch
+
     def classify(self, batch: pa.RecordBatch, mapped: pa.RecordBatch, value_columns: list[str]) -> Routed:
         assert self.differ is not None
         values = None if self.mode == "insert" else value_columns
-        fp = fingerprint_batch(batch, self.model.primary_key, values)
+        if self._ahead and self._ahead[0][0] is batch:
+            fp = self._ahead.popleft()[1].result()
+        else:
+            fp = fingerprint_batch(batch, self.model.primary_key, values)
         delta = self.differ.classify(fp, batch)
         if self.payload is not None:
             tracked = delta.tracked
@@ -142,14 +161,30 @@ class DeltaPass:
         """Store the new generation (not current yet); nothing in a preview."""
         if self.preview:
             return
-        assert self.summary is not None and self.generation is not None
+        assert self.summary is not None
         if self.payload is not None:
             self.payload.close()
             self.payload_file.close()
             self.payload = None
+        if self.unchanged:  # the committed state already is the new one: commit it again, write nothing
+            assert self.snapshot is not None
+            self.info = self.snapshot.info
+            return
+        if self.generation is None:
+            self.generation = self.store.begin(self.activation.id)
         self.info = self.store.write(self.activation.id, self.generation, self.summary.new_state(),
                                      meta={"signature": self.signature, "mode": self.mode},
                                      payload=self.mode == "difference")
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing to send and nothing removed against a committed state: the new state equals it
+        (certain entries, no bit set), so the run keeps the current generation (DESIGN.md §5: a run
+        with no change costs no state write)."""
+        snapshot, summary = self.snapshot, self.summary
+        if summary is None or summary.full or snapshot is None or snapshot.info is None or snapshot.pending:
+            return False
+        return not any(summary.counts.get(k, 0) for k in ("added", "updated", "removed"))
 
     def discard(self) -> None:
         if self.payload is not None:
@@ -161,13 +196,15 @@ class DeltaPass:
     def stage(self) -> None:
         """Just before publishing: the new generation is in flight (or `StateConflict`: another run
         or a reset changed the state, and nothing may be published)."""
-        if self.preview or self.info is None:
+        if self.preview or self.info is None or self.unchanged:  # nothing sent: nothing in flight
             return
         assert self.snapshot is not None
         self.staged = self.store.stage(self.info, self.snapshot)
 
     def commit(self) -> None:
-        """After every file is published: the new state becomes current (or `StateConflict`)."""
+        """After every file is published: the new state becomes current (or `StateConflict`); an
+        unchanged run commits the current generation again, so a racing commit is still detected
+        and cleanup still runs."""
         if self.preview or self.info is None:
             return
         assert self.snapshot is not None
