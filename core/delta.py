@@ -26,7 +26,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,13 @@ import pyarrow as pa
 from .catalog import Activation, Model
 from .diff import DeltaSummary, Differ, filter_removed
 from .fingerprint import ENCODING_VERSION, Fingerprints, fingerprint_ahead, fingerprint_batch
-from .state.base import Snapshot, StateInfo, StateStore
+from .state.base import Entries, Snapshot, StateInfo, StateStore
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMN = "__filecast_key"
 PAYLOAD_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_LOADER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="state-load")  # reads a run's state meanwhile
 
 
 def signature(activation: Activation, model: Model) -> str:
@@ -82,24 +83,42 @@ class DeltaPass:
         self.staged: Snapshot | None = None
         self.reset_reason: str | None = None
         self._ahead: deque[tuple[pa.RecordBatch, Future[Fingerprints]]] = deque()
+        self._loading: Future[Differ] | None = None
+        self._full = True
 
     @property
     def full(self) -> bool:
-        return self.differ is None or self.differ.full
+        return self._full
 
     def load(self) -> None:
-        snapshot = self.store.load(self.activation.id)
-        previous = snapshot.entries if snapshot.info is not None else None
-        if snapshot.info is not None and snapshot.info.meta.get("signature") != self.signature:
+        """Read the state's pointer; its entries arrive on a thread of their own while the source
+        starts streaming (the first `classify` waits for them)."""
+        snapshot = self.store.peek(self.activation.id)
+        comparable = snapshot.info is not None
+        if comparable and snapshot.info.meta.get("signature") != self.signature:  # type: ignore[union-attr]
             self.reset_reason = ("the primary key, the mapping or the sync mode changed since the state was "
                                  "saved, so this run compares against nothing and sends every row")
-            previous = None
-        self.snapshot = snapshot
-        self.differ = Differ(previous, self.mode, pending=snapshot.pending,  # type: ignore[arg-type]
-                             key_columns=self.model.primary_key,
-                             on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
+            comparable = False
+        self.snapshot, self._full = snapshot, not comparable
+        if comparable:
+            self._loading = _LOADER.submit(lambda: self._differ_of(self.store.read_entries(snapshot)))
+        else:
+            self.differ = self._differ_of(None)
         if not self.preview and self.mode == "difference":  # its payload streams into the new generation
             self.generation = self.store.begin(self.activation.id)
+
+    def _differ_of(self, previous: Entries | None) -> Differ:
+        pending = previous is not None and self.snapshot is not None and self.snapshot.pending
+        return Differ(previous, self.mode, pending=pending,  # type: ignore[arg-type]
+                      key_columns=self.model.primary_key,
+                      on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
+
+    def _ready(self) -> Differ:
+        """The differ, once the previous entries have arrived (a failed read raises here)."""
+        if self.differ is None:
+            assert self._loading is not None
+            self.differ = self._loading.result()
+        return self.differ
 
     def open_payload(self, schema: pa.Schema) -> None:
         """DIFFERENCE: start the last-delivered-values stream of the new generation."""
@@ -119,13 +138,12 @@ class DeltaPass:
             yield batch
 
     def classify(self, batch: pa.RecordBatch, mapped: pa.RecordBatch, value_columns: list[str]) -> Routed:
-        assert self.differ is not None
         values = None if self.mode == "insert" else value_columns
         if self._ahead and self._ahead[0][0] is batch:
             fp = self._ahead.popleft()[1].result()
         else:
             fp = fingerprint_batch(batch, self.model.primary_key, values)
-        delta = self.differ.classify(fp, batch)
+        delta = self._ready().classify(fp, batch)
         if self.payload is not None:
             tracked = delta.tracked
             if tracked.any():
@@ -137,8 +155,7 @@ class DeltaPass:
         return Routed(delta.export, added, delta.updated & ~added)
 
     def finish(self) -> DeltaSummary:
-        assert self.differ is not None
-        self.summary = self.differ.finish()
+        self.summary = self._ready().finish()
         return self.summary
 
     def removed(self) -> Iterator[pa.RecordBatch]:
