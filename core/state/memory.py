@@ -81,6 +81,8 @@ class MemoryStateStore:
         return self.load(activation)
 
     def read_entries(self, snapshot: Snapshot) -> Entries:
+        with self._lock:
+            self._enter("read_entries")  # a fault point of its own, as the shard reads are elsewhere
         return snapshot.entries
 
     def begin(self, activation: str) -> str:
