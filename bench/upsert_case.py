@@ -3,10 +3,18 @@ full export of the same data. All through the CLI, each run a fresh process, one
 whole case (the delta state lives in its Table service between the runs).
 
 Changes, on a working copy of the table: 0.5 % updated (`quantity`), 0.25 % removed, 0.25 % added.
+
+Each sample also says how many requests the run sent to the state table (`state_requests`: the
+`filecaststate` table and entity-group transactions, counted in Azurite's access log; DESIGN.md
+§5's budget is ≤ 30 at 1 M rows) and to Table Storage in all (`table_requests`: run records and
+leases too).
 """
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -33,12 +41,29 @@ def change_one_percent(database: Path, rows: int) -> dict[str, int]:
     return expected
 
 
+_TABLE_REQUEST = re.compile(r'"[A-Z]+ /devstoreaccount1/(\$batch|filecast\w*|Tables)')
+
+
+def count_requests(log: Path, start: int) -> tuple[dict[str, int], int]:
+    """Table requests in Azurite's access log after byte `start`: state ones and all; and the new end."""
+    with log.open("rb") as access:
+        access.seek(start)
+        text = access.read()
+    found = {"state_requests": 0, "table_requests": 0}
+    for match in _TABLE_REQUEST.finditer(text.decode("utf-8", "replace")):
+        found["table_requests"] += 1
+        found["state_requests"] += match.group(1) in ("$batch", "filecaststate")
+    return found, start + len(text)
+
+
 def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
     """The four runs of the case, in order; a failure ends the case with an error on its sample."""
     database = working_copy(source, work / "db")
     samples = {side: Sample("upsert", side, rows) for side in SIDES}
     with Azurite.start(work / "azurite") as azurite:
         env = {**azure_env(azurite), "AzureWebJobsStorage": azurite.connection_string}
+        log = azurite.log_path
+        assert log is not None
         destination = {"type": "azure_blob", "container": CONTAINER, "connection_setting": "BENCH_STORAGE",
                        "create_container": True}
         catalog = filecast_catalog(work, database, "csv", destination, {
@@ -53,7 +78,13 @@ def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
             try:
                 if side == "upsert-1%":
                     expected = change_one_percent(database, rows)
+                mark = log.stat().st_size
                 done, record = filecast_run(catalog, activation, env, at)
+                time.sleep(0.3)  # off the clock: Azurite logs a request just after answering it
+                requests, _ = count_requests(log, mark)
+                sample.detail.update(requests)
+                print(f"  {side}: {requests['state_requests']} state table requests, "
+                      f"{requests['table_requests']} Table requests in all", file=sys.stderr, flush=True)
                 sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
                 exported = record["rows"]["exported"]
                 # UPSERT exports new and changed rows; removals are DIFFERENCE's (README "sync modes")

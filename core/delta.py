@@ -11,6 +11,11 @@
   published, both with ETag-guarded writes. A run that finds an in-flight generation (its
   predecessor stopped somewhere between the two) compares against it, uncertain rows included
   (`core.diff`), so whatever reached the partner, the partner converges to the source.
+- A run that changed nothing against a committed state writes no generation: `commit()` names the
+  current one again (one guarded pointer write). Only DIFFERENCE begins its generation at `load()`
+  (its payload streams in); the others begin it when they write it.
+- `ahead()` fingerprints the source's next batches on pool threads while the engine diffs and
+  writes the current one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +35,14 @@ import pyarrow as pa
 
 from .catalog import Activation, Model
 from .diff import DeltaSummary, Differ, filter_removed
-from .fingerprint import ENCODING_VERSION, fingerprint_batch
-from .state.base import Snapshot, StateInfo, StateStore
+from .fingerprint import ENCODING_VERSION, Fingerprints, fingerprint_ahead, fingerprint_batch
+from .state.base import Entries, Snapshot, StateInfo, StateStore
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMN = "__filecast_key"
 PAYLOAD_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_LOADER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="state-load")  # reads a run's state meanwhile
 
 
 def signature(activation: Activation, model: Model) -> str:
@@ -74,24 +82,43 @@ class DeltaPass:
         self.info: StateInfo | None = None
         self.staged: Snapshot | None = None
         self.reset_reason: str | None = None
+        self._ahead: deque[tuple[pa.RecordBatch, Future[Fingerprints]]] = deque()
+        self._loading: Future[Differ] | None = None
+        self._full = True
 
     @property
     def full(self) -> bool:
-        return self.differ is None or self.differ.full
+        return self._full
 
     def load(self) -> None:
-        snapshot = self.store.load(self.activation.id)
-        previous = snapshot.entries if snapshot.info is not None else None
-        if snapshot.info is not None and snapshot.info.meta.get("signature") != self.signature:
+        """Read the state's pointer; its entries arrive on a thread of their own while the source
+        starts streaming (the first `classify` waits for them)."""
+        snapshot = self.store.peek(self.activation.id)
+        comparable = snapshot.info is not None
+        if comparable and snapshot.info.meta.get("signature") != self.signature:  # type: ignore[union-attr]
             self.reset_reason = ("the primary key, the mapping or the sync mode changed since the state was "
                                  "saved, so this run compares against nothing and sends every row")
-            previous = None
-        self.snapshot = snapshot
-        self.differ = Differ(previous, self.mode, pending=snapshot.pending,  # type: ignore[arg-type]
-                             key_columns=self.model.primary_key,
-                             on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
-        if not self.preview:
+            comparable = False
+        self.snapshot, self._full = snapshot, not comparable
+        if comparable:
+            self._loading = _LOADER.submit(lambda: self._differ_of(self.store.read_entries(snapshot)))
+        else:
+            self.differ = self._differ_of(None)
+        if not self.preview and self.mode == "difference":  # its payload streams into the new generation
             self.generation = self.store.begin(self.activation.id)
+
+    def _differ_of(self, previous: Entries | None) -> Differ:
+        pending = previous is not None and self.snapshot is not None and self.snapshot.pending
+        return Differ(previous, self.mode, pending=pending,  # type: ignore[arg-type]
+                      key_columns=self.model.primary_key,
+                      on_duplicate_key=self.activation.on_duplicate_key)  # type: ignore[arg-type]
+
+    def _ready(self) -> Differ:
+        """The differ, once the previous entries have arrived (a failed read raises here)."""
+        if self.differ is None:
+            assert self._loading is not None
+            self.differ = self._loading.result()
+        return self.differ
 
     def open_payload(self, schema: pa.Schema) -> None:
         """DIFFERENCE: start the last-delivered-values stream of the new generation."""
@@ -102,11 +129,21 @@ class DeltaPass:
         self.payload_schema = schema.append(pa.field(KEY_COLUMN, pa.binary(16)))
         self.payload = pa.ipc.new_stream(self.payload_file, self.payload_schema, options=PAYLOAD_OPTIONS)
 
-    def classify(self, batch: pa.RecordBatch, mapped: pa.RecordBatch, value_columns: list[str]) -> Routed:
-        assert self.differ is not None
+    def ahead(self, batches: Iterable[pa.RecordBatch], value_columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The source's batches, unchanged, while the next ones are fingerprinted in parallel
+        (`fingerprint_ahead`); `classify` then takes each batch's fingerprints from here."""
         values = None if self.mode == "insert" else value_columns
-        fp = fingerprint_batch(batch, self.model.primary_key, values)
-        delta = self.differ.classify(fp, batch)
+        for batch, future in fingerprint_ahead(batches, self.model.primary_key, values):
+            self._ahead.append((batch, future))
+            yield batch
+
+    def classify(self, batch: pa.RecordBatch, mapped: pa.RecordBatch, value_columns: list[str]) -> Routed:
+        values = None if self.mode == "insert" else value_columns
+        if self._ahead and self._ahead[0][0] is batch:
+            fp = self._ahead.popleft()[1].result()
+        else:
+            fp = fingerprint_batch(batch, self.model.primary_key, values)
+        delta = self._ready().classify(fp, batch)
         if self.payload is not None:
             tracked = delta.tracked
             if tracked.any():
@@ -118,8 +155,7 @@ class DeltaPass:
         return Routed(delta.export, added, delta.updated & ~added)
 
     def finish(self) -> DeltaSummary:
-        assert self.differ is not None
-        self.summary = self.differ.finish()
+        self.summary = self._ready().finish()
         return self.summary
 
     def removed(self) -> Iterator[pa.RecordBatch]:
@@ -142,14 +178,30 @@ class DeltaPass:
         """Store the new generation (not current yet); nothing in a preview."""
         if self.preview:
             return
-        assert self.summary is not None and self.generation is not None
+        assert self.summary is not None
         if self.payload is not None:
             self.payload.close()
             self.payload_file.close()
             self.payload = None
+        if self.unchanged:  # the committed state already is the new one: commit it again, write nothing
+            assert self.snapshot is not None
+            self.info = self.snapshot.info
+            return
+        if self.generation is None:
+            self.generation = self.store.begin(self.activation.id)
         self.info = self.store.write(self.activation.id, self.generation, self.summary.new_state(),
                                      meta={"signature": self.signature, "mode": self.mode},
                                      payload=self.mode == "difference")
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing to send and nothing removed against a committed state: the new state equals it
+        (certain entries, no bit set), so the run keeps the current generation (DESIGN.md §5: a run
+        with no change costs no state write)."""
+        snapshot, summary = self.snapshot, self.summary
+        if summary is None or summary.full or snapshot is None or snapshot.info is None or snapshot.pending:
+            return False
+        return not any(summary.counts.get(k, 0) for k in ("added", "updated", "removed"))
 
     def discard(self) -> None:
         if self.payload is not None:
@@ -161,13 +213,15 @@ class DeltaPass:
     def stage(self) -> None:
         """Just before publishing: the new generation is in flight (or `StateConflict`: another run
         or a reset changed the state, and nothing may be published)."""
-        if self.preview or self.info is None:
+        if self.preview or self.info is None or self.unchanged:  # nothing sent: nothing in flight
             return
         assert self.snapshot is not None
         self.staged = self.store.stage(self.info, self.snapshot)
 
     def commit(self) -> None:
-        """After every file is published: the new state becomes current (or `StateConflict`)."""
+        """After every file is published: the new state becomes current (or `StateConflict`); an
+        unchanged run commits the current generation again, so a racing commit is still detected
+        and cleanup still runs."""
         if self.preview or self.info is None:
             return
         assert self.snapshot is not None

@@ -445,6 +445,7 @@ class Run:
         try:
             if delta is not None:
                 delta.open_payload(mapper.schema)
+                batches = delta.ahead(batches, value_columns)  # fingerprints the next batches meanwhile
             for batch in batches:
                 mapped: pa.RecordBatch = guard.check(mapper.apply(batch), batch)
                 rows.read += batch.num_rows

@@ -61,8 +61,9 @@ import atexit
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -144,6 +145,41 @@ def fingerprint_batch(
     if len(done) == 1:
         return done[0]
     return Fingerprints(*(np.concatenate([getattr(f, name) for f in done]) for name in _FIELDS))
+
+
+def fingerprint_ahead(
+    batches: Iterable[pa.RecordBatch],
+    key_columns: Sequence[str],
+    value_columns: Sequence[str] | None,
+    *,
+    depth: int = 4,
+    threads: int | None = None,
+) -> Iterator[tuple[pa.RecordBatch, Future[Fingerprints]]]:
+    """Each batch with its fingerprints being computed, up to `depth` batches ahead of the consumer.
+
+    A source yields small batches (one hashing slice each), so hashing batch by batch keeps one
+    core busy and leaves the other idle while the consumer diffs and writes: here up to `threads`
+    pool threads (default 2, or 1 on a single core) hash the next batches meanwhile. Values are
+    those of `fingerprint_batch` (each batch hashed alone); an error surfaces from its future.
+    Closing the iterator early cancels the hashing not started yet.
+    """
+    workers = max(1, threads or min(2, os.cpu_count() or 1))
+    pool = _executor(workers)
+    ahead: deque[tuple[pa.RecordBatch, Future[Fingerprints]]] = deque()
+    source = iter(batches)
+    try:
+        while True:
+            while len(ahead) < max(1, depth):
+                batch = next(source, None)
+                if batch is None:
+                    break
+                ahead.append((batch, pool.submit(fingerprint_batch, batch, key_columns, value_columns, threads=1)))
+            if not ahead:
+                return
+            yield ahead.popleft()
+    finally:
+        for _, future in ahead:
+            future.cancel()
 
 
 def _fingerprint(

@@ -44,6 +44,14 @@ def commit(store: StateStore, activation: str, e: Entries, **meta: str) -> None:
     store.commit(info, snapshot)
 
 
+def _generations(store: StateStore, activation: str) -> list[str]:
+    """Generation ids a store holds (both stores can list them)."""
+    listing = getattr(store, "generations", None)
+    if listing is not None:
+        return list(listing(activation))
+    return [g for g, _ in store._generations(activation)]  # type: ignore[attr-defined]
+
+
 class StoreContract:
     """Semantics every store must have; subclasses provide the `store` fixture."""
 
@@ -109,6 +117,38 @@ class StoreContract:
             store.commit(info, in_flight)
         commit(store, "a7", entries(4, seed=13))  # the next run starts afresh
         assert store.load("a7").info.rows == 4  # type: ignore[union-attr]
+
+    def test_peek_then_read_entries_is_load(self, store: StateStore) -> None:
+        nothing = store.peek("p1")
+        assert nothing.info is None and nothing.token is None and len(store.read_entries(nothing)) == 0
+        data = entries(3000, seed=31)
+        commit(store, "p1", data, mode="upsert")
+        peeked, loaded = store.peek("p1"), store.load("p1")
+        assert peeked.info is not None and loaded.info is not None
+        assert (peeked.info.generation, peeked.info.rows, dict(peeked.info.meta), peeked.token, peeked.pending) == (
+            loaded.info.generation, 3000, {"mode": "upsert"}, loaded.token, False)
+        assert same(store.read_entries(peeked), data)
+        staged = store.write("p1", store.begin("p1"), [entries(7, seed=32)])
+        store.stage(staged, loaded)
+        pending = store.peek("p1")
+        assert pending.pending and pending.info is not None and pending.info.generation == staged.generation
+        assert same(store.read_entries(pending), entries(7, seed=32))
+
+    def test_committing_the_current_generation_again(self, store: StateStore) -> None:
+        """What a run that changed nothing does: same entries, a new token, cleanup runs as usual."""
+        data = entries(40, seed=33)
+        commit(store, "p2", data)
+        before = store.load("p2")
+        assert before.info is not None
+        abandoned = store.begin("p2")  # a run that died after `begin`
+        store.commit(before.info, before)
+        after = store.load("p2")
+        assert after.info is not None and after.info.generation == before.info.generation
+        assert after.token != before.token and same(after.entries, data)
+        with pytest.raises(StateConflict):  # a run that loaded the old token can no longer commit
+            store.commit(before.info, before)
+        assert store.cleanup("p2") == 1 and abandoned not in _generations(store, "p2")
+        assert same(store.load("p2").entries, data)
 
     def test_reset_without_state(self, store: StateStore) -> None:
         store.reset("a8")

@@ -165,6 +165,15 @@ class StateStore(Protocol):
         """The current generation's entries (empty, info None, when there is no state)."""
         ...
 
+    def peek(self, activation: str) -> Snapshot:
+        """What `load` returns, possibly without the entries (`read_entries` then reads them), so a
+        run can start streaming its source while the state arrives."""
+        ...
+
+    def read_entries(self, snapshot: Snapshot) -> Entries:
+        """The entries of the generation a `peek` snapshot names (its own entries, if it has them)."""
+        ...
+
     def begin(self, activation: str) -> str:
         """Start a new generation (recorded, so cleanup can find it if the run dies); returns its id."""
         ...

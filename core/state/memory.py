@@ -76,6 +76,15 @@ class MemoryStateStore:
             return Snapshot(activation, generation.info, generation.entries.copy(), token,
                             pending=pointer.pending is not None)
 
+    def peek(self, activation: str) -> Snapshot:
+        """`load`; entries come with it here (`read_entries` hands them over)."""
+        return self.load(activation)
+
+    def read_entries(self, snapshot: Snapshot) -> Entries:
+        with self._lock:
+            self._enter("read_entries")  # a fault point of its own, as the shard reads are elsewhere
+        return snapshot.entries
+
     def begin(self, activation: str) -> str:
         with self._lock:
             self._enter("begin")

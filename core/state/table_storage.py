@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any, BinaryIO
 
 from azure.core import MatchConditions
@@ -155,17 +156,32 @@ class TableStorageStateStore:
     # --- reading ---
 
     def load(self, activation: str) -> Snapshot:
+        snapshot = self.peek(activation)
+        if snapshot.info is None:
+            return snapshot
+        return replace(snapshot, entries=self.read_entries(snapshot))
+
+    def peek(self, activation: str) -> Snapshot:
+        """`load` without the entries (one request): `read_entries` reads them, e.g. meanwhile."""
         with map_azure_errors(f"reading the delta state of `{activation}`"):
             try:
                 pointer = self.table.get_entity(activation, POINTER)
             except ResourceNotFoundError:  # no pointer, or no table yet (`begin` creates it)
                 return Snapshot(activation, None, Entries.empty(), None)
-            self._ready.add("table")
-            token = pointer.metadata["etag"]
-            pending = bool(pointer.get("pending"))
-            if not pointer.get("generation") and not pending:
-                return Snapshot(activation, None, Entries.empty(), token)
-            info = _info(activation, pointer, "pending_" if pending else "")
+        self._ready.add("table")
+        token = pointer.metadata["etag"]
+        pending = bool(pointer.get("pending"))
+        if not pointer.get("generation") and not pending:
+            return Snapshot(activation, None, Entries.empty(), token)
+        info = _info(activation, pointer, "pending_" if pending else "")
+        return Snapshot(activation, info, Entries.empty(), token, pending=pending)
+
+    def read_entries(self, snapshot: Snapshot) -> Entries:
+        """The entries of the generation `snapshot` (from `peek`) names."""
+        activation, info = snapshot.activation, snapshot.info
+        if info is None:
+            return Entries.empty()
+        with map_azure_errors(f"reading the delta state of `{activation}`"):
             entries = Entries.allocate(info.rows)
             shards = _shards(info.rows)
             ranges = [(i, min(i + SHARDS_PER_PAGE, shards)) for i in range(0, shards, SHARDS_PER_PAGE)]
@@ -176,7 +192,7 @@ class TableStorageStateStore:
                 f"the delta state of `{activation}` (generation `{info.generation}`) is incomplete: "
                 f"{got} of {shards} shards found; reset the activation to start with a full run"
             )
-        return Snapshot(activation, info, entries, token, pending=pending)
+        return entries
 
     def _read_range(self, activation: str, info: StateInfo, entries: Entries, first: int, stop: int) -> int:
         pk = f"{activation}@{info.generation}"

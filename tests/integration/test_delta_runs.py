@@ -4,6 +4,7 @@ files on Azurite, on FTP and on SFTP (OpenSSH's sshd); failure safety and racing
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,3 +207,85 @@ def test_duplicate_and_null_keys_are_warned_or_fail(tmp_path: Path) -> None:
     result = engine_run(strict, failing, MemoryStateStore(), 1)
     assert result.record.status == "failed" and result.record.error["code"] == "invalid_primary_key"
     assert failing.files == {}
+
+
+# --- runs that change nothing, and a state that arrives while the source streams -------------
+
+
+def mode_catalog(db: Path, mode: str) -> Any:
+    destination = {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}
+    return parse_catalog(people_catalog(db, destination, mode), db.parent)
+
+
+def sent(destination: MemoryDestination) -> dict[str, list[tuple[str, ...]]]:
+    return {path.rsplit("_", 1)[-1]: rows_of(data) for path, data in destination.files.items()}
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert", "difference"])
+def test_a_run_with_no_change_writes_no_state_and_commits_the_current_generation(tmp_path: Path,
+                                                                                 mode: str) -> None:
+    db = make_db(tmp_path / "people.duckdb")
+    catalog, state = mode_catalog(db, mode), MemoryStateStore()
+    assert engine_run(catalog, MemoryDestination(), state, 1).exception is None
+    [generation] = state.generations("sync")
+    token = state.load("sync").token
+    mutate(db, "UPDATE people SET unmapped = 'zzz' WHERE id = 3")  # not mapped: no change to send
+    state.calls.clear()
+    quiet = MemoryDestination()
+    result = engine_run(catalog, quiet, state, 2)
+    assert result.exception is None and result.record.full is False
+    assert result.record.rows.exported == 0 and result.record.rows.unchanged == 4
+    assert all(rows == [] for rows in sent(quiet).values())  # the empty files of the run
+    assert "write" not in state.calls and "stage" not in state.calls and "commit" in state.calls
+    assert state.generations("sync") == [generation]  # DIFFERENCE's begun generation was cleaned up
+    snapshot = state.load("sync")
+    assert snapshot.info is not None and snapshot.info.generation == generation and snapshot.token != token
+    # The state is still right: the next changes are sent, against the rows delivered by run 1.
+    mutate(db, *CHANGES)
+    after = MemoryDestination()
+    assert engine_run(catalog, after, state, 3).exception is None
+    expected = {"insert": {"20250403.csv": [("5", "Eve", "20")]},
+                "upsert": {"20250403.csv": [("2", "Bob", "41"), ("5", "Eve", "20")]},
+                "difference": {"added.csv": [("5", "Eve", "20")], "updated.csv": [("2", "Bob", "41")],
+                               "removed.csv": [("4", "Dee", "60")]}}[mode]
+    assert sent(after) == expected
+
+
+def test_a_run_with_no_change_still_loses_a_race_to_commit(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "people.duckdb")
+    catalog, state = mode_catalog(db, "upsert"), MemoryStateStore()
+    engine_run(catalog, MemoryDestination(), state, 1)
+    changed = tmp_path / "changed.duckdb"  # the same activation over a copy of the source, changed
+    shutil.copyfile(db, changed)
+    mutate(changed, *CHANGES)
+    real_commit = state.commit
+    results: list[Any] = []
+
+    def commit_after_the_other(info: Any, snapshot: Any) -> None:
+        if not results:  # a run that did change something commits first
+            state.commit = real_commit  # type: ignore[method-assign]
+            results.append(engine_run(mode_catalog(changed, "upsert"), MemoryDestination(), state, 3))
+        real_commit(info, snapshot)
+
+    state.commit = commit_after_the_other  # type: ignore[method-assign]
+    loser = engine_run(catalog, MemoryDestination(), state, 2)
+    assert results[0].exception is None and results[0].record.rows.exported == 2
+    assert isinstance(loser.exception, StateConflict)
+    check = MemoryDestination()  # the winner's state stands: its changes are not sent again
+    assert engine_run(mode_catalog(changed, "upsert"), check, state, 4).exception is None
+    assert sent(check) == {"20250404.csv": []}
+
+
+def test_a_state_that_cannot_be_read_fails_the_run_before_anything_is_published(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "people.duckdb")
+    catalog, state = mode_catalog(db, "upsert"), MemoryStateStore()
+    engine_run(catalog, MemoryDestination(), state, 1)
+    mutate(db, *CHANGES)
+    state.fail_on = {"read_entries"}  # the entries are read on their own thread while the source streams
+    failing = MemoryDestination()
+    result = engine_run(catalog, failing, state, 2)
+    assert result.record.status == "failed" and failing.files == {}
+    assert result.exception is not None and result.exception.message == "injected failure in `read_entries`"
+    again = MemoryDestination()
+    assert engine_run(catalog, again, state, 3).exception is None
+    assert sent(again) == {"20250403.csv": [("2", "Bob", "41"), ("5", "Eve", "20")]}

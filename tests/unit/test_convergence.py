@@ -3,12 +3,14 @@
 A hypothesis state machine mutates a DuckDB source at random and runs the real engine against the
 memory destination and the memory state store, with faults injected at random points: a state
 store that fails or "kills the process" (raises a `BaseException` the engine does not catch, so
-nothing after it runs, as after a crash) on load, write, stage (just before publishing), commit
-(after publishing) or cleanup, and a destination that fails or dies while uploading or publishing
-the n-th file of a run. The partner's view is every published file applied in order (UPSERT
-upserts rows by key, INSERT inserts them, DIFFERENCE applies `_added`/`_updated` as upserts and
-`_removed` as deletes). After every successful run, and after a final clean one, that view must
-equal the source; and every run record must list exactly the files it published.
+nothing after it runs, as after a crash) on load, on reading the entries (a thread of its own
+while the source streams), begin, write, stage (just before publishing), commit (after
+publishing; a run that changed nothing commits the current generation again) or cleanup, and a
+destination that fails or dies while uploading or publishing the n-th file of a run. The
+partner's view is every published file applied in order (UPSERT upserts rows by key, INSERT
+inserts them, DIFFERENCE applies `_added`/`_updated` as upserts and `_removed` as deletes). After
+every successful run, and after a final clean one, that view must equal the source; and every run
+record must list exactly the files it published.
 
 `FILECAST_CONVERGENCE_EXAMPLES` sets the examples per sync mode (default 40: CI stays within
 a minute or two; 10 under `make test-unit`); it was run with 200 and 500 (2,100 examples in all, README).
@@ -45,7 +47,7 @@ EXAMPLES = int(os.environ.get("FILECAST_CONVERGENCE_EXAMPLES") or examples(40))
 KEYS = st.integers(0, 11)
 NAMES = st.sampled_from(["Ann", "Bob", "Cid", "Dee"])
 AGES = st.integers(18, 22)
-STATE_POINTS = ("load", "write", "stage", "commit", "cleanup")
+STATE_POINTS = ("load", "read_entries", "begin", "write", "stage", "commit", "cleanup")
 FAULTS = st.one_of(
     st.just(None),
     st.tuples(st.just("state"), st.sampled_from(STATE_POINTS), st.booleans()),

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import math
 import struct
+from collections.abc import Iterator
 from decimal import Decimal
 
 import numpy as np
@@ -22,6 +23,7 @@ from core.errors import FormatError
 from core.fingerprint import (
     Fingerprints,
     encode_rows,
+    fingerprint_ahead,
     fingerprint_batch,
     key_array,
     split_key_array,
@@ -359,6 +361,36 @@ def test_threads_do_not_change_results() -> None:
         fingerprint_batch(table, ["id"], ["s", "v"], threads=1),
         fingerprint_batch(table, ["id"], ["s", "v"], threads=3),
     )
+
+
+def test_fingerprints_ahead_are_each_batchs_own() -> None:
+    table = pa.concat_tables([golden_table()] * 30)
+    batches = table.to_batches(max_chunksize=7)
+    pulled: list[int] = []
+
+    def source() -> Iterator[pa.RecordBatch]:
+        for index, batch in enumerate(batches):
+            pulled.append(index)
+            yield batch
+
+    ahead = fingerprint_ahead(source(), ["id", "code"], ALL, depth=3)
+    for index, (batch, future) in enumerate(ahead):
+        assert batch is batches[index]
+        assert len(pulled) == min(index + 3, len(batches))  # never more than `depth` batches read ahead
+        assert_same(future.result(), fingerprint_batch(batch, ["id", "code"], ALL))
+    keys_only = [f.result() for _, f in fingerprint_ahead(iter(batches), ["id"], None, threads=1)]
+    assert all(not fp.content.any() for fp in keys_only) and len(keys_only) == len(batches)
+
+
+def test_a_batch_that_cannot_be_fingerprinted_fails_from_its_future() -> None:
+    good = pa.table({"id": [1], "u": pa.array(["x"])}).to_batches()[0]
+    union = pa.UnionArray.from_sparse(pa.array([0], pa.int8()), [pa.array([1])])
+    bad = pa.RecordBatch.from_arrays([pa.array([2]), union], names=["id", "u"])
+    ahead = fingerprint_ahead(iter([good, bad, good]), ["id"], ["u"])
+    assert len(next(ahead)[1].result()) == 1
+    with pytest.raises(FormatError, match="column `u` has type"):
+        next(ahead)[1].result()
+    ahead.close()  # stopping early cancels what is still queued
 
 
 def test_invariant_to_batch_column_order_but_not_spec_order() -> None:
