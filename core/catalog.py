@@ -11,16 +11,32 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from croniter import croniter
 
 from . import naming
+from .catalog_cron import cron_problem
 from .catalog_limits import check_size, check_structure
-from .encryption import Encryption, parse_encryption
+from .catalog_model import (
+    COMPRESSIONS,
+    ID_PATTERN,
+    ON_DUPLICATE_KEY,
+    ON_EMPTY,
+    ON_INVALID_TEXT,
+    RUN_TYPES,
+    SYNC_MODES,
+    TLS_MODES,
+    Activation,
+    Catalog,
+    Destination,
+    MappedColumn,
+    Model,
+    Segment,
+    Source,
+)
+from .encryption import parse_encryption
 from .errors import CatalogError, CatalogInvalid, Problem
 from .formats import WRITERS
 from .segments import where_problems
@@ -28,130 +44,8 @@ from .settings import allowed_settings, setting_refusal
 from .units import parse_size
 
 if TYPE_CHECKING:
-    from .alerts import Alerts
+    pass
 
-ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-RUN_TYPES = ("full_only", "full_then_delta")
-SYNC_MODES = ("snapshot", "upsert", "insert", "difference")
-TLS_MODES = ("none", "explicit", "implicit")
-ON_EMPTY = ("write", "skip")
-ON_DUPLICATE_KEY = ("warn", "fail")
-ON_INVALID_TEXT = ("fail", "replace")  # text that is not valid UTF-8 (core/textcheck.py)
-COMPRESSIONS = ("none", "gzip")
-
-
-@dataclass(frozen=True)
-class Source:
-    id: str
-    type: str                                # duckdb | postgresql | adbc
-    database: Path | None = None             # duckdb: absolute path of the database file
-    allow_file_access: bool = False          # duckdb: model SQL may read files, ATTACH, load extensions
-    memory_limit: str | None = None          # duckdb: its memory cap, e.g. `64MB` (default: the source's)
-    uri_setting: str | None = None           # postgresql, adbc: app setting holding the connection URI
-    statement_timeout: float | None = None   # postgresql: seconds a model query may run (server-side)
-    driver: str | None = None                # adbc: driver module, e.g. adbc_driver_sqlite
-    dialect: str | None = None               # adbc: SQL dialect of segment filters (default: from the driver)
-    options: Mapping[str, str] = field(default_factory=dict)          # adbc: driver options
-    option_settings: Mapping[str, str] = field(default_factory=dict)  # adbc: driver options from app settings
-
-
-@dataclass(frozen=True)
-class Model:
-    id: str
-    source: str
-    sql: str | None = None
-    table: str | None = None
-    primary_key: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Segment:
-    id: str
-    model: str
-    where: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Destination:
-    id: str
-    type: str                                # ftp | sftp | azure_blob
-    # ftp (host, port, username, password_setting also sftp)
-    host: str | None = None
-    port: int | None = None
-    username: str | None = None
-    password_setting: str | None = None
-    tls: str = "none"
-    passive: bool = True
-    ca_file: str | None = None          # CA certificates to trust for FTPS (relative to the catalog)
-    # sftp
-    private_key_setting: str | None = None   # app setting holding an OpenSSH or PEM private key
-    passphrase_setting: str | None = None    # app setting holding that key's passphrase
-    host_key: tuple[str, ...] = ()           # pinned: `SHA256:` fingerprints or known_hosts lines
-    # azure_blob
-    container: str | None = None
-    connection_setting: str | None = None
-    sas_url_setting: str | None = None
-    account_url: str | None = None
-    create_container: bool = False
-
-
-@dataclass(frozen=True)
-class MappedColumn:
-    source: str   # `from`
-    target: str   # `to`
-
-
-@dataclass(frozen=True)
-class Activation:
-    id: str
-    destination: str
-    file_name: str
-    format: str
-    model: str | None = None
-    segment: str | None = None
-    folder: str = ""
-    format_options: Mapping[str, Any] = field(default_factory=dict)
-    mapping: tuple[MappedColumn, ...] | None = None
-    run_type: str = "full_only"
-    sync_mode: str = "snapshot"
-    schedule: str | None = None
-    compression: str = "none"
-    max_file_size: int | None = None
-    max_file_rows: int | None = None
-    on_empty: str = "write"
-    on_duplicate_key: str = "warn"
-    manifest: bool = False
-    fail_on: tuple[str, ...] = ()
-    row_drop_percent: int = 50       # warn when rows read fall by more than this vs the last success
-    max_parts: int = 100             # warn when a run writes more parts than this
-    encryption: Encryption | None = None  # OpenPGP (core/encryption.py)
-    on_invalid_text: str = "fail"    # invalid UTF-8 from the source: fail the run, or write U+FFFD
-
-
-@dataclass(frozen=True)
-class Catalog:
-    sources: Mapping[str, Source]
-    models: Mapping[str, Model]
-    segments: Mapping[str, Segment]
-    destinations: Mapping[str, Destination]
-    activations: Mapping[str, Activation]
-    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    alerts: Alerts | None = None    # the `alerts` section (core/alerts.py)
-
-    def activation(self, activation_id: str) -> Activation:
-        from .errors import NotFound
-
-        try:
-            return self.activations[activation_id]
-        except KeyError:
-            known = ", ".join(sorted(self.activations)) or "(none)"
-            raise NotFound(f"no activation `{activation_id}` in the catalog; activations are: {known}") from None
-
-    def model_of(self, activation: Activation) -> Model:
-        if activation.segment is not None:
-            return self.models[self.segments[activation.segment].model]
-        assert activation.model is not None
-        return self.models[activation.model]
 
 
 class _Reader:
@@ -574,8 +468,8 @@ def _activation(
         if owner is not None and not owner.primary_key:
             r.problem("run_type", f"FULL THEN DELTA needs a primary key: set `primary_key` on model `{owner.id}`")
     schedule = r.text("schedule")
-    if schedule is not None and (cron_problem := _cron_problem(schedule)):
-        r.problem("schedule", cron_problem)
+    if schedule is not None and (wrong := cron_problem(schedule)):
+        r.problem("schedule", wrong)
 
     max_size = None
     if r.raw.get("max_file_size") is not None:
@@ -649,35 +543,3 @@ def _mapping(r: _Reader) -> tuple[MappedColumn, ...] | None:
         seen[target] = index
         columns.append(MappedColumn(item["from"], target))
     return tuple(columns)
-
-
-CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-CRON_NAMES = {3: ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
-              4: ("sun", "mon", "tue", "wed", "thu", "fri", "sat")}
-CRON_MACROS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-
-
-def _cron_problem(expression: str) -> str | None:
-    """What is wrong with a 5-field cron expression or macro, naming the field; None when valid."""
-    usage = "a 5-field cron expression (minute hour day-of-month month day-of-week, UTC) or " + "/".join(CRON_MACROS)
-    if expression.startswith("@"):
-        return None if expression in CRON_MACROS else f"`{expression}` is not {usage}"
-    fields = expression.split()
-    if len(fields) != 5:
-        return f"`{expression}` has {len(fields)} fields; a schedule is {usage}"
-    for position, (text, (name, low, high)) in enumerate(zip(fields, CRON_FIELDS, strict=True)):
-        names = CRON_NAMES.get(position, ())
-        for item in text.split(","):
-            span, _, step = item.partition("/")
-            if step and (not step.isdigit() or int(step) == 0):
-                return f"`{expression}`: the {name} step `{step}` must be a whole number of at least 1"
-            for value in ([] if span == "*" else span.split("-", 1)):
-                number = names.index(value.lower()) + low if value.lower() in names else (
-                    int(value) if value.isdigit() else None)
-                if number is None:
-                    return f"`{expression}`: the {name} field has `{value}`, not a number" + (
-                        f" or a name ({', '.join(names)})" if names else "")
-                if not low <= number <= high:
-                    return f"`{expression}`: the {name} `{value}` is out of range ({low}-{high})"
-    return None if croniter.is_valid(expression) else f"`{expression}` is not {usage}"
-

@@ -26,7 +26,7 @@ class FtpContext(RemoteContext):
     def __init__(self, config: DestinationConfig, password: str, timeout: float):
         super().__init__(config, [password], timeout)
         self.tls = config.tls
-        self.ca_file: str | None = getattr(config, "ca_file", None)
+        self.ca_file: str | None = config.ca_file
 
     def timeout_hint(self, action: str) -> str:
         if action in ("connect", "start TLS", "log in"):
