@@ -48,6 +48,7 @@ test-unit: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # Filecast, dlt (its own venv under .bench/, made on first use) and the limit, side by side (README "Benchmarks").

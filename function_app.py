@@ -19,7 +19,7 @@ log = logging.getLogger("filecast")
 @app.timer_trigger(arg_name="timer", schedule="%SCHEDULER_CRON%", run_on_startup=False, use_monitor=True)
 def scheduler(timer: func.TimerRequest) -> None:
     """Fan out: one queue message per activation due since its last enqueue."""
-    from core import service
+    from core.control import service
 
     sent = service.schedule_tick(Settings.load(), service.utcnow())
     log.info("scheduler enqueued %d run(s): %s", len(sent), ", ".join(sent))
@@ -30,10 +30,13 @@ def runner(message: func.QueueMessage) -> None:
     """Run one activation; a transient failure raises so the host retries (then the poison queue)."""
     import asyncio
 
-    from core import service
+    from core.control import service
 
-    result = asyncio.run(service.handle_run_message(Settings.load(), message.get_body().decode("utf-8"),
-                                                    dequeue_count=message.dequeue_count))
+    result = asyncio.run(
+        service.handle_run_message(
+            Settings.load(), message.get_body().decode("utf-8"), dequeue_count=message.dequeue_count
+        )
+    )
     if result is not None and result.transient and result.exception is not None:
         raise result.exception
 
@@ -41,14 +44,14 @@ def runner(message: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="message", queue_name=RUNS_QUEUE + "-poison", connection="AzureWebJobsStorage")
 def poisoned(message: func.QueueMessage) -> None:
     """A run message the host gave up on: its run is recorded as failed."""
-    from core import service
+    from core.control import service
 
     record = service.mark_poisoned(Settings.load(), message.get_body().decode("utf-8"))
     log.error("run %s of %s failed for good: %s", record.run_id, record.activation, record.error)
 
 
 def _respond(operation: str, req: func.HttpRequest) -> func.HttpResponse:
-    from core import api
+    from core.control import api
 
     status, body = api.handle(Settings.load(), operation, dict(req.route_params), req.get_body())
     return func.HttpResponse(api.dumps(body), status_code=status, mimetype="application/json")
@@ -95,7 +98,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _console(view: str, req: func.HttpRequest) -> func.HttpResponse:
-    from core import api
+    from core.control import api
 
     status, page, headers = api.console(Settings.load(), view, dict(req.route_params), dict(req.params))
     return func.HttpResponse(page, status_code=status, mimetype="text/html", charset="utf-8", headers=headers)

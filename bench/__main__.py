@@ -50,9 +50,18 @@ def ensure_dlt() -> str | None:
     import pyarrow
 
     print(f"creating {cases.DLT_VENV} with {DLT_REQUIREMENT} (once; about a minute)", file=sys.stderr, flush=True)
-    steps = [[sys.executable, "-m", "venv", str(cases.DLT_VENV)],
-             [str(cases.DLT_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-              DLT_REQUIREMENT, f"duckdb=={duckdb.__version__}", f"pyarrow=={pyarrow.__version__}"]]
+    steps = [
+        [sys.executable, "-m", "venv", str(cases.DLT_VENV)],
+        [
+            str(cases.DLT_VENV / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            DLT_REQUIREMENT,
+            f"duckdb=={duckdb.__version__}",
+            f"pyarrow=={pyarrow.__version__}",
+        ],
+    ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -65,16 +74,22 @@ def sides(case: str, rows: int, use_dlt: bool) -> list[tuple[str, int, Callable[
     """(side, rows, run) for one case; `run` fills the sample in."""
     if case in FORMATS:
         fmt, db = FORMATS[case], database(rows)
-        found = [("filecast", rows, lambda s, w: cases.filecast_azure(s, db, fmt, w)),
-                 ("limit", rows, lambda s, w: cases.limit_azure(s, db, fmt, w))]
+        found = [
+            ("filecast", rows, lambda s, w: cases.filecast_azure(s, db, fmt, w)),
+            ("limit", rows, lambda s, w: cases.limit_azure(s, db, fmt, w)),
+        ]
         if use_dlt:
-            found += [("dlt-best", rows, lambda s, w: cases.dlt_azure(s, db, fmt, w, "best")),
-                      ("dlt-defaults", rows, lambda s, w: cases.dlt_azure(s, db, fmt, w, "defaults"))]
+            found += [
+                ("dlt-best", rows, lambda s, w: cases.dlt_azure(s, db, fmt, w, "best")),
+                ("dlt-defaults", rows, lambda s, w: cases.dlt_azure(s, db, fmt, w, "defaults")),
+            ]
         return found
     if case == "csv-ftp":
         db = database(rows)
-        return [(side, rows, lambda s, w, side=side: cases.ftp_side(s, db, w, side))  # type: ignore[misc]
-                for side in ("filecast", "limit")]
+        return [
+            (side, rows, lambda s, w, side=side: cases.ftp_side(s, db, w, side))  # type: ignore[misc]
+            for side in ("filecast", "limit")
+        ]
     if case == "memory":
         found = []
         for fmt in ("csv", "parquet", "ndjson"):
@@ -112,15 +127,20 @@ def run_round(index: int, chosen: list[str], rows: int, use_dlt: bool, session: 
 
 
 def _print(index: int, sample: cases.Sample) -> None:
-    what = (f"{sample.seconds:.2f} s, {sample.rss_mb:.0f} MB" if sample.error is None and sample.seconds is not None
-            else f"FAILED: {sample.error}")
-    print(f"round {index + 1}: {sample.case} / {sample.side} ({sample.rows:,} rows): {what}", file=sys.stderr,
-          flush=True)
+    what = (
+        f"{sample.seconds:.2f} s, {sample.rss_mb:.0f} MB"
+        if sample.error is None and sample.seconds is not None
+        else f"FAILED: {sample.error}"
+    )
+    print(
+        f"round {index + 1}: {sample.case} / {sample.side} ({sample.rows:,} rows): {what}", file=sys.stderr, flush=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="medians of this many interleaved rounds")
     parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of: {', '.join(ALL_CASES)}")
@@ -132,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in ALL_CASES]
     if unknown or args.rows < 10 or args.rounds < 1:
-        parser.error(f"unknown case `{unknown[0]}`; cases are: {', '.join(ALL_CASES)}" if unknown
-                     else "--rows must be at least 10 and --rounds at least 1")
+        parser.error(
+            f"unknown case `{unknown[0]}`; cases are: {', '.join(ALL_CASES)}"
+            if unknown
+            else "--rows must be at least 10 and --rounds at least 1"
+        )
     # A stopped benchmark stops its services too: SIGTERM unwinds through their `with` blocks.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tolerance = 3.0 if args.ci else 1.0
@@ -154,29 +177,55 @@ def main(argv: list[str] | None = None) -> int:
     rows = [s.as_dict() for s in samples]
     m = report.medians(rows)
     found = report.checks(m)
-    load = (f"load average {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
-            f"{load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} after, on {os.cpu_count()} cores")
+    load = (
+        f"load average {load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} before, "
+        f"{load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} after, on {os.cpu_count()} cores"
+    )
     print(f"\n{args.rows:,} rows, medians of {args.rounds} interleaved round(s), {load}\n")
     print(report.measurements_table(m) + "\n")
     print(report.checks_table(found, tolerance))
     if dlt_note:
         print(f"\ndlt: {dlt_note}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), "rows": args.rows, "rounds": args.rounds,
-        "cases": chosen, "load_before": load_before, "load_after": load_after, "cores": os.cpu_count(),
-        "seconds": round(time.perf_counter() - started, 1), "dlt": dlt_note or "ran",
-        "samples": rows, "checks": [{"case": c.case, "name": c.name, "value": c.value, "budget": c.budget,
-                                     "unit": c.unit, "verdict": c.verdict(tolerance)} for c in found],
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "rows": args.rows,
+                "rounds": args.rounds,
+                "cases": chosen,
+                "load_before": load_before,
+                "load_after": load_after,
+                "cores": os.cpu_count(),
+                "seconds": round(time.perf_counter() - started, 1),
+                "dlt": dlt_note or "ran",
+                "samples": rows,
+                "checks": [
+                    {
+                        "case": c.case,
+                        "name": c.name,
+                        "value": c.value,
+                        "budget": c.budget,
+                        "unit": c.unit,
+                        "verdict": c.verdict(tolerance),
+                    }
+                    for c in found
+                ],
+            },
+            indent=2,
+        )
+    )
     print(f"\nwritten: {args.out}")
     errors = [s for s in samples if s.error]
     if errors:
         print(f"{len(errors)} run(s) failed", file=sys.stderr)
         return 1
     if args.ci or args.check:
-        bad = report.failed(found, tolerance) if args.ci else [c for c in found if c.verdict(1.0) != "ok"
-                                                               and c.verdict(1.0) != "info"]
+        bad = (
+            report.failed(found, tolerance)
+            if args.ci
+            else [c for c in found if c.verdict(1.0) != "ok" and c.verdict(1.0) != "info"]
+        )
         for check in bad:
             print(f"over budget: {check.case}: {check.name}", file=sys.stderr)
         return 1 if bad else 0

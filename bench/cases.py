@@ -46,8 +46,15 @@ class Sample:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "side": self.side, "rows": self.rows, "seconds": self.seconds,
-                "rss_mb": self.rss_mb, "error": self.error, **self.detail}
+        return {
+            "case": self.case,
+            "side": self.side,
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "rss_mb": self.rss_mb,
+            "error": self.error,
+            **self.detail,
+        }
 
 
 class VerifyError(Exception):
@@ -104,29 +111,31 @@ async def _create_container(connection: str) -> None:
         await service.create_container(CONTAINER)
 
 
-def filecast_catalog(work: Path, database: Path, fmt: str, destination: dict[str, Any],
-                     activations: dict[str, Any] | None = None) -> Path:
+def filecast_catalog(
+    work: Path, database: Path, fmt: str, destination: dict[str, Any], activations: dict[str, Any] | None = None
+) -> Path:
     doc = {
         "sources": {"db": {"type": "duckdb", "database": str(database)}},
         "models": {"bench": {"source": "db", "table": TABLE, "primary_key": ["id"]}},
         "destinations": {"out": destination},
-        "activations": activations or {"export": {"model": "bench", "destination": "out", "file_name": "bench",
-                                                  "format": fmt}},
+        "activations": activations
+        or {"export": {"model": "bench", "destination": "out", "file_name": "bench", "format": fmt}},
     }
     path = work / f"catalog-{secrets.token_hex(4)}.json"
     path.write_text(json.dumps(doc))  # JSON is YAML: the catalog loader reads both
     return path
 
 
-def filecast_run(catalog: Path, activation: str, env: dict[str, str], at: str | None = None) -> tuple[
-        measure.Measured, dict[str, Any]]:
+def filecast_run(
+    catalog: Path, activation: str, env: dict[str, str], at: str | None = None
+) -> tuple[measure.Measured, dict[str, Any]]:
     command = [sys.executable, "-m", "core", "run", "--catalog", str(catalog), activation]
     if at:
         command += ["--at", at]
     done = measure.run(command, env, cwd=str(ROOT))
     if not done.ok:
         raise VerifyError(done.failure())
-    record: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{"):])
+    record: dict[str, Any] = json.loads(done.stdout[done.stdout.index("{") :])
     return done, record
 
 
@@ -138,9 +147,17 @@ def azure_env(azurite: Azurite) -> dict[str, str]:
 def filecast_azure(sample: Sample, database: Path, fmt: str, work: Path) -> None:
     with Azurite.start(work / "azurite") as azurite:
         env = azure_env(azurite)
-        catalog = filecast_catalog(work, database, fmt, {"type": "azure_blob", "container": CONTAINER,
-                                                         "connection_setting": "BENCH_STORAGE",
-                                                         "create_container": True})
+        catalog = filecast_catalog(
+            work,
+            database,
+            fmt,
+            {
+                "type": "azure_blob",
+                "container": CONTAINER,
+                "connection_setting": "BENCH_STORAGE",
+                "create_container": True,
+            },
+        )
         done, record = filecast_run(catalog, "export", env)
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
         [file] = record["files"]
@@ -157,14 +174,25 @@ def dlt_azure(sample: Sample, database: Path, fmt: str, work: Path, settings: st
     with Azurite.start(work / "azurite") as azurite:
         env = azure_env(azurite)
         asyncio.run(_create_container(azurite.connection_string))
-        command = [str(dlt_python()), str(ROOT / "bench" / "dlt_child.py"), "--database", str(database),
-                   "--format", DLT_FORMAT[fmt], "--container", CONTAINER, "--settings", settings]
+        command = [
+            str(dlt_python()),
+            str(ROOT / "bench" / "dlt_child.py"),
+            "--database",
+            str(database),
+            "--format",
+            DLT_FORMAT[fmt],
+            "--container",
+            CONTAINER,
+            "--settings",
+            settings,
+        ]
         done = measure.run(command, {**env, "PYTHONPATH": ""}, cwd=str(work))
         if not done.ok:
             raise VerifyError(done.failure())
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
-        sample.detail.update(verify_blobs(azurite.connection_string, "bench/bench/", DLT_FORMAT[fmt], sample.rows,
-                                          work))
+        sample.detail.update(
+            verify_blobs(azurite.connection_string, "bench/bench/", DLT_FORMAT[fmt], sample.rows, work)
+        )
 
 
 def limit_azure(sample: Sample, database: Path, fmt: str, work: Path) -> None:
@@ -172,8 +200,19 @@ def limit_azure(sample: Sample, database: Path, fmt: str, work: Path) -> None:
         env = azure_env(azurite)
         asyncio.run(_create_container(azurite.connection_string))
         name = f"limit.{fmt}"
-        command = [sys.executable, "-m", "bench.limit_child", "--database", str(database), "--format", fmt,
-                   "--target", "azure", "--name", name]
+        command = [
+            sys.executable,
+            "-m",
+            "bench.limit_child",
+            "--database",
+            str(database),
+            "--format",
+            fmt,
+            "--target",
+            "azure",
+            "--name",
+            name,
+        ]
         done = measure.run(command, env, cwd=str(ROOT))
         if not done.ok:
             raise VerifyError(done.failure())
@@ -192,18 +231,42 @@ def ftp_side(sample: Sample, database: Path, work: Path, side: str) -> None:
     root = work / "ftp-root"
     user = FtpUser("bench", password, home="/")
     with FtpServer.start(root, [user]) as server:
-        env = {**os.environ, "BENCH_FTP_PASSWORD": password, "PYTHONPATH": str(ROOT),
-               "BENCH_FTP_URL": f"ftp://bench:{password}@127.0.0.1:{server.port}/"}
+        env = {
+            **os.environ,
+            "BENCH_FTP_PASSWORD": password,
+            "PYTHONPATH": str(ROOT),
+            "BENCH_FTP_URL": f"ftp://bench:{password}@127.0.0.1:{server.port}/",
+        }
         if side == "filecast":
-            catalog = filecast_catalog(work, database, "csv", {"type": "ftp", "host": "127.0.0.1",
-                                                               "port": server.port, "username": "bench",
-                                                               "password_setting": "BENCH_FTP_PASSWORD"})
+            catalog = filecast_catalog(
+                work,
+                database,
+                "csv",
+                {
+                    "type": "ftp",
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "username": "bench",
+                    "password_setting": "BENCH_FTP_PASSWORD",
+                },
+            )
             done, record = filecast_run(catalog, "export", env)
             [file] = record["files"]
             path, expected = root / file["path"], file["bytes"]
         else:
-            command = [sys.executable, "-m", "bench.limit_child", "--database", str(database), "--format", "csv",
-                       "--target", "ftp", "--name", "limit.csv"]
+            command = [
+                sys.executable,
+                "-m",
+                "bench.limit_child",
+                "--database",
+                str(database),
+                "--format",
+                "csv",
+                "--target",
+                "ftp",
+                "--name",
+                "limit.csv",
+            ]
             done = measure.run(command, env, cwd=str(ROOT))
             if not done.ok:
                 raise VerifyError(done.failure())
@@ -212,8 +275,10 @@ def ftp_side(sample: Sample, database: Path, work: Path, side: str) -> None:
             path, expected = root / "limit.csv", steps["bytes"]
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
         if not path.is_file() or path.stat().st_size != expected:
-            raise VerifyError(f"the server holds {path.stat().st_size if path.is_file() else 'no'} bytes at "
-                              f"`{path.name}`, {expected} expected")
+            raise VerifyError(
+                f"the server holds {path.stat().st_size if path.is_file() else 'no'} bytes at "
+                f"`{path.name}`, {expected} expected"
+            )
         found = count_rows(path, "csv")
         path.unlink()
         if found != sample.rows:

@@ -52,8 +52,11 @@ def database(rows: int, cache: Path = CACHE) -> Path:
         count = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
     assert count is not None and count[0] == rows, f"generated {count} rows, wanted {rows}"
     partial.rename(path)
-    print(f"generated {rows:,} rows of the benchmark table in {time.perf_counter() - started:.1f} s: {path}",
-          file=sys.stderr, flush=True)
+    print(
+        f"generated {rows:,} rows of the benchmark table in {time.perf_counter() - started:.1f} s: {path}",
+        file=sys.stderr,
+        flush=True,
+    )
     return path
 
 

@@ -48,8 +48,8 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 if "--phase" in sys.argv and "--allow-pandas" not in sys.argv:
     sys.meta_path.insert(0, _NoPandas())
 
-from core.diff import Differ  # noqa: E402
-from core.fingerprint import fingerprint_batch  # noqa: E402
+from core.delta.diff import Differ  # noqa: E402
+from core.delta.fingerprint import fingerprint_batch  # noqa: E402
 from core.state.table_storage import RequestCounter, TableStorageStateStore  # noqa: E402
 
 COLUMNS = [
@@ -185,17 +185,13 @@ def run_phase(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-rows", type=int, default=65_536)  # core.sources.base.BATCH_ROWS
+    parser.add_argument("--batch-rows", type=int, default=65_536)  # core.read.sources.base.BATCH_ROWS
     parser.add_argument("--mode", choices=["insert", "upsert", "difference"], default="upsert")
     parser.add_argument("--phase", choices=["full", "delta", "inflight", "after"], help=argparse.SUPPRESS)
     parser.add_argument("--connection-string", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--allow-pandas", action="store_true", help="let pyarrow import pandas (dev venv RSS)"
-    )
+    parser.add_argument("--allow-pandas", action="store_true", help="let pyarrow import pandas (dev venv RSS)")
     args = parser.parse_args()
     if args.phase:
         print(json.dumps(run_phase(args)))

@@ -57,8 +57,12 @@ def main() -> None:
         reader = con.sql("SELECT * FROM bench").to_arrow_reader(100_000)
         yield from reader
 
-    pipeline = dlt.pipeline(pipeline_name="bench", destination="filesystem", dataset_name="bench",
-                            pipelines_dir=os.path.join(work, "pipelines"))
+    pipeline = dlt.pipeline(
+        pipeline_name="bench",
+        destination="filesystem",
+        dataset_name="bench",
+        pipelines_dir=os.path.join(work, "pipelines"),
+    )
     pipeline.run(table(), loader_file_format=args.format)
     counts = pipeline.last_trace.last_normalize_info.row_counts
     print(json.dumps({"rows": int(counts.get("bench", 0))}))

@@ -3,7 +3,7 @@
     python -m bench.encryption [--rows 1000000] [--rounds 3] [--modes csv,csv+pgp,...] [--check]
 
 The data set is bench/formats.py's 12 columns, loaded once into a DuckDB file. Each measurement
-is a fresh child process running the engine (`core.engine.Run`): DuckDB source → mapping → CSV
+is a fresh child process running the engine (`core.run.engine.Run`): DuckDB source → mapping → CSV
 writer → (gzip) → (OpenPGP) → a destination that counts the bytes and keeps none (the preview
 destination), so the figures are the export's own work. Rounds are interleaved (every mode once,
 then again) because the machine is shared: each line prints the load average when it ran.
@@ -37,9 +37,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {
-    "csv": {}, "csv+pgp": {"encryption": "binary"}, "csv+asc": {"encryption": "armor"},
+    "csv": {},
+    "csv+pgp": {"encryption": "binary"},
+    "csv+asc": {"encryption": "armor"},
     "csv+pgp-unsigned": {"encryption": "unsigned"},
-    "csv.gz": {"compression": "gzip"}, "csv.gz+pgp": {"compression": "gzip", "encryption": "binary"},
+    "csv.gz": {"compression": "gzip"},
+    "csv.gz+pgp": {"compression": "gzip", "encryption": "binary"},
 }
 TIME_BUDGET, RSS_BUDGET_MB = 1.3, 50
 
@@ -65,8 +68,10 @@ def make_keys() -> dict[str, str]:
     partner = pysequoia.Tsk.generate("Partner <partner@example.com>", cipher_suite=pysequoia.CipherSuite.Cv25519)
     bank = pysequoia.Tsk.generate("Bank <bank@example.com>", cipher_suite=pysequoia.CipherSuite.RSA3k)
     signer = pysequoia.Tsk.generate("Filecast <exports@example.com>")
-    return {"PARTNER_KEYS": str(partner.extract_certificate()) + str(bank.extract_certificate()),
-            "SIGNING_KEY": str(signer)}
+    return {
+        "PARTNER_KEYS": str(partner.extract_certificate()) + str(bank.extract_certificate()),
+        "SIGNING_KEY": str(signer),
+    }
 
 
 def vmhwm_mb() -> float:
@@ -81,7 +86,7 @@ def watch_helpers() -> list[float]:
     kernel's `ru_maxrss` of a child counts the parent's pages it was spawned from."""
     import threading
 
-    from core import pgp_stream
+    from core.write import pgp_stream
 
     peaks: list[float] = []
     live: list[Any] = []
@@ -116,10 +121,10 @@ def child(db: str, mode: str, keys_file: str) -> None:
     from datetime import UTC, datetime
 
     sys.path.insert(0, str(ROOT))
-    from core.catalog import parse_catalog
+    from core.catalog.parse import parse_catalog
     from core.destinations.memory import PreviewDestination
-    from core.engine import Run
-    from core.records import RunRecord
+    from core.run.engine import Run
+    from core.run.records import RunRecord
     from core.settings import Settings
 
     options = dict(MODES[mode])
@@ -130,32 +135,50 @@ def child(db: str, mode: str, keys_file: str) -> None:
         activation["encryption"] = {"recipients_setting": "PARTNER_KEYS", "armor": options["encryption"] == "armor"}
         if options["encryption"] != "unsigned":
             activation["encryption"]["signing_key_setting"] = "SIGNING_KEY"
-    catalog = parse_catalog({
-        "sources": {"db": {"type": "duckdb", "database": db}},
-        "models": {"data": {"source": "db", "table": "data"}},
-        "destinations": {"out": {"type": "azure_blob", "container": "bench", "connection_setting": "X"}},
-        "activations": {"export": activation},
-    })
+    catalog = parse_catalog(
+        {
+            "sources": {"db": {"type": "duckdb", "database": db}},
+            "models": {"data": {"source": "db", "table": "data"}},
+            "destinations": {"out": {"type": "azure_blob", "container": "bench", "connection_setting": "X"}},
+            "activations": {"export": activation},
+        }
+    )
     helper_peak = watch_helpers()
     settings = Settings(json.loads(Path(keys_file).read_text()))
     record = RunRecord("bench", "export", "manual", datetime.now(UTC))
     started = time.perf_counter()
-    result = asyncio.run(Run(catalog, "export", settings, record, destination=PreviewDestination(),
-                             retries=0).execute())
+    result = asyncio.run(
+        Run(catalog, "export", settings, record, destination=PreviewDestination(), retries=0).execute()
+    )
     seconds = time.perf_counter() - started
     if result.exception is not None:
         raise SystemExit(f"{mode}: {result.exception.message}")
     helper = max(helper_peak, default=0.0)
     own, helpers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"seconds": seconds, "rss_mb": vmhwm_mb(), "helper_rss_mb": helper,
-                      "cpu": own.ru_utime + own.ru_stime, "helper_cpu": helpers.ru_utime + helpers.ru_stime,
-                      "bytes": sum(f["bytes"] for f in record.files), "rows": record.rows.read}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_mb": vmhwm_mb(),
+                "helper_rss_mb": helper,
+                "cpu": own.ru_utime + own.ru_stime,
+                "helper_cpu": helpers.ru_utime + helpers.ru_stime,
+                "bytes": sum(f["bytes"] for f in record.files),
+                "rows": record.rows.read,
+            }
+        )
+    )
 
 
 def measure(db: Path, mode: str, keys_file: Path) -> dict[str, Any]:
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, __file__, "--child", str(db), mode, str(keys_file)], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(db), mode, str(keys_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     figures["load"] = load
     return figures
@@ -182,10 +205,13 @@ def main() -> int:
             for mode in modes:
                 figures = measure(db, mode, keys_file)
                 results[mode].append(figures)
-                print(f"round {round_ + 1} {mode:16} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "
-                      f"peak {figures['rss_mb']:5.0f} MB (helper {figures['helper_rss_mb']:4.0f} MB)  "
-                      f"cpu {figures['cpu']:5.2f} + helper {figures['helper_cpu']:4.2f} s  "
-                      f"load {figures['load']:.2f}", flush=True)
+                print(
+                    f"round {round_ + 1} {mode:16} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "
+                    f"peak {figures['rss_mb']:5.0f} MB (helper {figures['helper_rss_mb']:4.0f} MB)  "
+                    f"cpu {figures['cpu']:5.2f} + helper {figures['helper_cpu']:4.2f} s  "
+                    f"load {figures['load']:.2f}",
+                    flush=True,
+                )
     print(f"\n{args.rows:,} rows, {args.rounds} rounds, medians (load average now {os.getloadavg()[0]:.2f}):")
     base = {m: statistics.median(r["seconds"] for r in results[m]) for m in modes}
     peak = {m: max(r["rss_mb"] for r in results[m]) for m in modes}
@@ -193,10 +219,12 @@ def main() -> int:
     for mode in modes:
         reference = "csv.gz" if mode.startswith("csv.gz") else "csv"
         ratio = base[mode] / base[reference] if reference in base else float("nan")
-        print(f"  {mode:16} {base[mode]:6.2f} s  {ratio:5.2f}× {reference:6}  peak {peak[mode]:5.0f} MB "
-              f"({peak[mode] - peak.get(reference, peak[mode]):+.0f} MB)  "
-              f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB  "
-              f"cpu {cpu[mode]:5.2f} s ({cpu[mode] / cpu[reference]:.2f}×)")
+        print(
+            f"  {mode:16} {base[mode]:6.2f} s  {ratio:5.2f}× {reference:6}  peak {peak[mode]:5.0f} MB "
+            f"({peak[mode] - peak.get(reference, peak[mode]):+.0f} MB)  "
+            f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB  "
+            f"cpu {cpu[mode]:5.2f} s ({cpu[mode] / cpu[reference]:.2f}×)"
+        )
     if args.check and "csv" in base and "csv+pgp" in base:
         ok = base["csv+pgp"] <= TIME_BUDGET * base["csv"] and peak["csv+pgp"] - peak["csv"] <= RSS_BUDGET_MB
         print("within budget" if ok else "OVER BUDGET")

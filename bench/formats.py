@@ -59,14 +59,69 @@ TIME_BUDGET = {"csv": 1.5, "parquet": 1.75, "json": 1.3, "ndjson": 1.3, "xml": 1
 SIZE_BUDGET = {"parquet": 1.1}
 RSS_BUDGET_MB, RSS_GROWTH_MB = 512, 100
 REFERENCE = {
-    "csv": "pyarrow CSVWriter", "parquet": "DuckDB COPY PARQUET zstd", "json": "DuckDB COPY JSON ARRAY",
-    "ndjson": "DuckDB COPY JSON", "xml": "DuckDB SQL XML text",
+    "csv": "pyarrow CSVWriter",
+    "parquet": "DuckDB COPY PARQUET zstd",
+    "json": "DuckDB COPY JSON ARRAY",
+    "ndjson": "DuckDB COPY JSON",
+    "xml": "DuckDB SQL XML text",
 }
-FIRST = ["Anna", "Bruno", "Chloé", "Dmitri", "Émile", "Fatima", "Gao", "Hélène", "Ines", "José", "Kai", "Léa",
-         "Mohammed", "Nora", "Oscar", "Pierre", "Quentin", "Rosa", "Søren", "Tomás", "Uma", "Victor", "Wei", "Yuki"]
-LAST = ["Martin", "Bernard", "O'Brien", "Dubois", "Smith, Jr.", "Müller", "Nguyen", "García", "Rossi", "Kowalski",
-        "Li", "Johansson", 'Said "The Hawk"', "Dupont\nLine2", "Tom & Jerry <co>", "Ivanov", "Lopez", "Schmidt",
-        "田中", "Moreau", "Ali", "Petit", "Roux", "Fournier", "Girard", "Bonnet", "Lambert", "Fontaine", "Rousseau"]
+FIRST = [
+    "Anna",
+    "Bruno",
+    "Chloé",
+    "Dmitri",
+    "Émile",
+    "Fatima",
+    "Gao",
+    "Hélène",
+    "Ines",
+    "José",
+    "Kai",
+    "Léa",
+    "Mohammed",
+    "Nora",
+    "Oscar",
+    "Pierre",
+    "Quentin",
+    "Rosa",
+    "Søren",
+    "Tomás",
+    "Uma",
+    "Victor",
+    "Wei",
+    "Yuki",
+]
+LAST = [
+    "Martin",
+    "Bernard",
+    "O'Brien",
+    "Dubois",
+    "Smith, Jr.",
+    "Müller",
+    "Nguyen",
+    "García",
+    "Rossi",
+    "Kowalski",
+    "Li",
+    "Johansson",
+    'Said "The Hawk"',
+    "Dupont\nLine2",
+    "Tom & Jerry <co>",
+    "Ivanov",
+    "Lopez",
+    "Schmidt",
+    "田中",
+    "Moreau",
+    "Ali",
+    "Petit",
+    "Roux",
+    "Fournier",
+    "Girard",
+    "Bonnet",
+    "Lambert",
+    "Fontaine",
+    "Rousseau",
+]
 COUNTRIES = ["FR", "DE", "ES", "IT", "GB", "US", "NL", "BE", "PL", "SE"]
 
 
@@ -94,7 +149,7 @@ def make_batch(start: int, rows: int, seed: int) -> Any:
         return rng.random(rows) < share
 
     ids = np.arange(start, start + rows, dtype=np.int64)
-    cents = rng.integers(-10**11, 10**11, rows, dtype=np.int64)
+    cents = rng.integers(-(10**11), 10**11, rows, dtype=np.int64)
     words = np.empty(2 * rows, dtype=np.int64)
     words[0::2], words[1::2] = cents, np.where(cents < 0, -1, 0)  # little-endian 128-bit integers
     first = pa.array(FIRST).take(pa.array(rng.integers(0, len(FIRST), rows)))
@@ -109,8 +164,9 @@ def make_batch(start: int, rows: int, seed: int) -> Any:
         "weight": pa.array(rng.random(rows).astype(np.float32) * 100),
         "amount": pa.Array.from_buffers(pa.decimal128(12, 2), rows, [None, pa.py_buffer(words.tobytes())]),
         "name": pc.binary_join_element_wise(first, last, " "),
-        "email": pc.binary_join_element_wise(pc.utf8_lower(first), pc.cast(pa.array(ids), pa.string()),
-                                             "@example.com", ""),
+        "email": pc.binary_join_element_wise(
+            pc.utf8_lower(first), pc.cast(pa.array(ids), pa.string()), "@example.com", ""
+        ),
         "country": pc.if_else(pa.array(nulls(0.05)), pa.scalar(None, pa.string()), country),
         "signup_date": pa.array((18262 + rng.integers(0, 2000, rows)).astype(np.int32)).cast(pa.date32()),
         "updated_at": pa.array(micros, pa.int64()).cast(pa.timestamp("us", "UTC")),
@@ -151,7 +207,7 @@ def text_bytes(column: Any) -> bytes:
     column = column.cast(pa.string())
     _, offsets, data = column.buffers()
     bounds = pa.Array.from_buffers(pa.int32(), len(column) + 1, [None, offsets], offset=column.offset)
-    return data[bounds[0].as_py():bounds[len(column)].as_py()].to_pybytes() if len(column) else b""
+    return data[bounds[0].as_py() : bounds[len(column)].as_py()].to_pybytes() if len(column) else b""
 
 
 def xml_sql(schema: Any) -> str:
@@ -162,8 +218,10 @@ def xml_sql(schema: Any) -> str:
     for field in schema:
         column = f'"{field.name}"'
         if pat.is_string(field.type):
-            value = (f"replace(replace(replace(replace({column}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), "
-                     "chr(13), '&#13;')")
+            value = (
+                f"replace(replace(replace(replace({column}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), "
+                "chr(13), '&#13;')"
+            )
         elif pat.is_timestamp(field.type):
             value = f"strftime({column}::TIMESTAMP, '%Y-%m-%dT%H:%M:%S.%fZ')"
         else:
@@ -206,7 +264,7 @@ def run_filecast(fmt: str, data: Path, out: Path, limit: int | None) -> dict[str
     import resource
 
     sys.path.insert(0, str(ROOT))
-    from core.formats import writer_for
+    from core.write.formats import writer_for
 
     batches = read_batches(data, limit)
     first = next(batches)
@@ -254,10 +312,16 @@ def measure(fmt: str, data: Path, workdir: Path, rows: int, repeat: int, check: 
         best_fc["rss_mb"] = peak
     assert best_ref is not None and best_fc is not None
     result = {
-        "format": fmt, "rows": rows, "filecast_s": best_fc["seconds"], "reference": REFERENCE[fmt],
-        "reference_s": best_ref["seconds"], "ratio": best_fc["seconds"] / best_ref["seconds"],
-        "size_ratio": best_fc["bytes"] / best_ref["bytes"], "rss_mb": best_fc["rss_mb"],
-        "filecast_bytes": best_fc["bytes"], "reference_bytes": best_ref["bytes"],
+        "format": fmt,
+        "rows": rows,
+        "filecast_s": best_fc["seconds"],
+        "reference": REFERENCE[fmt],
+        "reference_s": best_ref["seconds"],
+        "ratio": best_fc["seconds"] / best_ref["seconds"],
+        "size_ratio": best_fc["bytes"] / best_ref["bytes"],
+        "rss_mb": best_fc["rss_mb"],
+        "filecast_bytes": best_fc["bytes"],
+        "reference_bytes": best_ref["bytes"],
     }
     if check and rows > 1_000_000:
         result["rss_1m_mb"] = child("filecast", fmt, data, workdir / f"filecast.{fmt}", 1_000_000)["rss_mb"]
@@ -310,8 +374,10 @@ def main() -> int:
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.1f} s: {data}", file=sys.stderr)
 
     results, failed = [], False
-    header = (f"{'format':8} {'rows':>11} {'filecast s':>10} {'reference s':>11} {'ratio':>6} {'budget':>6} "
-              f"{'size':>6} {'RSS MB':>7}  reference")
+    header = (
+        f"{'format':8} {'rows':>11} {'filecast s':>10} {'reference s':>11} {'ratio':>6} {'budget':>6} "
+        f"{'size':>6} {'RSS MB':>7}  reference"
+    )
     print(header)
     for fmt in formats:
         result = measure(fmt, data, workdir, args.rows, repeat, args.check)
@@ -319,9 +385,12 @@ def main() -> int:
         failed = failed or bool(failures)
         results.append({**result, "failures": failures})
         rss = f"{result['rss_mb']:.0f}" + (f" ({result['rss_1m_mb']:.0f} at 1 M)" if "rss_1m_mb" in result else "")
-        print(f"{fmt:8} {args.rows:>11,} {result['filecast_s']:>10.2f} {result['reference_s']:>11.2f} "
-              f"{result['ratio']:>6.2f} {TIME_BUDGET[fmt]:>6} {result['size_ratio']:>6.2f} {rss:>7}  "
-              f"{result['reference']}" + (f"  FAIL: {'; '.join(failures)}" if failures else ""), flush=True)
+        print(
+            f"{fmt:8} {args.rows:>11,} {result['filecast_s']:>10.2f} {result['reference_s']:>11.2f} "
+            f"{result['ratio']:>6.2f} {TIME_BUDGET[fmt]:>6} {result['size_ratio']:>6.2f} {rss:>7}  "
+            f"{result['reference']}" + (f"  FAIL: {'; '.join(failures)}" if failures else ""),
+            flush=True,
+        )
     if args.json:
         print(json.dumps(results, indent=2))
     if not args.workdir:

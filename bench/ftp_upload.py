@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.catalog import Destination  # noqa: E402
+from core.catalog.model import Destination  # noqa: E402
 from core.destinations import ftp  # noqa: E402
 from core.destinations.base import Destination as Target  # noqa: E402
 from core.destinations.ftp import FtpDestination  # noqa: E402
@@ -76,8 +76,9 @@ async def send(destination: Target, path: str, total: int, chunk: bytes) -> None
     await upload.publish()
 
 
-async def upload_once(destination: FtpDestination, server: FtpServer | Vsftpd, total: int, chunk: bytes,
-                      name: str) -> tuple[float, float, float]:
+async def upload_once(
+    destination: FtpDestination, server: FtpServer | Vsftpd, total: int, chunk: bytes, name: str
+) -> tuple[float, float, float]:
     """Wall-clock, client CPU and server CPU seconds of one upload."""
     started, cpu, served = time.perf_counter(), time.process_time(), server_cpu(server)
     await send(destination, f"bench/{name}", total, chunk)
@@ -86,8 +87,9 @@ async def upload_once(destination: FtpDestination, server: FtpServer | Vsftpd, t
     return elapsed, used, server_used
 
 
-async def measure(config: Destination, server: FtpServer | Vsftpd, password: str, total: int, chunk: bytes,
-                  repeat: int) -> list[tuple[float, float, float]]:
+async def measure(
+    config: Destination, server: FtpServer | Vsftpd, password: str, total: int, chunk: bytes, repeat: int
+) -> list[tuple[float, float, float]]:
     """(MB/s, MB per client CPU second, MB per server CPU second) of each upload."""
     destination = FtpDestination(config, Settings({"BENCH_FTP_PASSWORD": password}), timeout=60)
     rates = []
@@ -103,12 +105,19 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=512, help="MB per upload")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk-kib", type=int, default=1024, help="size of the chunks handed to write()")
-    parser.add_argument("--write-kib", type=int, default=ftp.WRITE_SIZE // 1024,
-                        help="smallest write on the data connection (the destination's WRITE_SIZE)")
+    parser.add_argument(
+        "--write-kib",
+        type=int,
+        default=ftp.WRITE_SIZE // 1024,
+        help="smallest write on the data connection (the destination's WRITE_SIZE)",
+    )
     parser.add_argument("--servers", default="pyftpdlib,vsftpd")
     parser.add_argument("--tls", default="none,explicit")
-    parser.add_argument("--root", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
-                        help="where the servers store files (default: tmpfs)")
+    parser.add_argument(
+        "--root",
+        default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+        help="where the servers store files (default: tmpfs)",
+    )
     args = parser.parse_args()
     ftp.WRITE_SIZE = args.write_kib * 1024
     chunk = os.urandom(args.chunk_kib * 1024)
@@ -121,8 +130,10 @@ def main() -> None:
     user = FtpUser(USER, password, home="/home/bench")
     site: VsftpdSite | None = None
     started: list[Service] = []
-    print(f"FTP upload on loopback: {args.mb} MB per upload, chunks of {args.chunk_kib} KiB, writes of at least "
-          f"{args.write_kib} KiB, best of {args.repeat}; budget >= {BUDGET:.0f} MB/s")
+    print(
+        f"FTP upload on loopback: {args.mb} MB per upload, chunks of {args.chunk_kib} KiB, writes of at least "
+        f"{args.write_kib} KiB, best of {args.repeat}; budget >= {BUDGET:.0f} MB/s"
+    )
     results: list[tuple[str, str, float | None, str]] = []
     try:
         for kind in args.servers.split(","):
@@ -130,8 +141,9 @@ def main() -> None:
                 server: FtpServer | Vsftpd
                 try:
                     if kind == "pyftpdlib":
-                        server = FtpServer.start(work / "pyftpdlib", [user], tls=tls, certfile=cert.cert,
-                                                 keyfile=cert.key)
+                        server = FtpServer.start(
+                            work / "pyftpdlib", [user], tls=tls, certfile=cert.cert, keyfile=cert.key
+                        )
                     else:
                         if site is None:
                             site = VsftpdSite.create([user], parent=work)
@@ -140,8 +152,16 @@ def main() -> None:
                     results.append((kind, tls, None, f"skipped: {exc}"))
                     continue
                 started.append(server)
-                config = BenchDestination("bench", "ftp", host="127.0.0.1", port=server.port, username=USER,
-                                          password_setting="BENCH_FTP_PASSWORD", tls=tls, ca_file=str(ca.cert))
+                config = BenchDestination(
+                    "bench",
+                    "ftp",
+                    host="127.0.0.1",
+                    port=server.port,
+                    username=USER,
+                    password_setting="BENCH_FTP_PASSWORD",
+                    tls=tls,
+                    ca_file=str(ca.cert),
+                )
                 measured = asyncio.run(measure(config, server, password, total, chunk, args.repeat))
                 server.stop()
                 rates = [rate for rate, _, _ in measured]
@@ -149,8 +169,11 @@ def main() -> None:
                 client = max(per_cpu for _, per_cpu, _ in measured)
                 served = max(per_cpu for _, _, per_cpu in measured)
                 results.append((kind, tls, max(rates), f"runs: {note} MB/s"))
-                print(f"  {kind:<10} tls={tls:<9} {max(rates):7.0f} MB/s   (runs: {note}; MB per CPU second: "
-                      f"client {client:.0f}, server {served:.0f})", flush=True)
+                print(
+                    f"  {kind:<10} tls={tls:<9} {max(rates):7.0f} MB/s   (runs: {note}; MB per CPU second: "
+                    f"client {client:.0f}, server {served:.0f})",
+                    flush=True,
+                )
     finally:
         for service in started:
             service.stop()

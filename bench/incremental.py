@@ -17,9 +17,9 @@ from pathlib import Path
 
 import duckdb
 
-from core.catalog import parse_catalog
-from core.engine import Run
-from core.records import RunRecord
+from core.catalog.parse import parse_catalog
+from core.run.engine import Run
+from core.run.records import RunRecord
 from core.settings import Settings
 from devtools.services import Azurite
 from examples.make_demo import build
@@ -42,26 +42,47 @@ def main() -> None:
     database = build(work / "customers.duckdb", args.rows)
     with Azurite.start(work / "azurite") as azurite:
         settings = Settings({"AzureWebJobsStorage": azurite.connection_string, "OUT": azurite.connection_string})
-        catalog = parse_catalog({
-            "sources": {"db": {"type": "duckdb", "database": str(database)}},
-            "models": {"customers": {"source": "db", "table": "customers", "primary_key": ["customer_id"]}},
-            "destinations": {"out": {"type": "azure_blob", "container": "bench", "connection_setting": "OUT",
-                                     "create_container": True}},
-            "activations": {"sync": {"model": "customers", "destination": "out", "file_name": "c_{run_id}",
-                                     "format": "csv", "run_type": "full_then_delta", "sync_mode": "upsert"}},
-        }, work)
+        catalog = parse_catalog(
+            {
+                "sources": {"db": {"type": "duckdb", "database": str(database)}},
+                "models": {"customers": {"source": "db", "table": "customers", "primary_key": ["customer_id"]}},
+                "destinations": {
+                    "out": {
+                        "type": "azure_blob",
+                        "container": "bench",
+                        "connection_setting": "OUT",
+                        "create_container": True,
+                    }
+                },
+                "activations": {
+                    "sync": {
+                        "model": "customers",
+                        "destination": "out",
+                        "file_name": "c_{run_id}",
+                        "format": "csv",
+                        "run_type": "full_then_delta",
+                        "sync_mode": "upsert",
+                    }
+                },
+            },
+            work,
+        )
         full, first = run_once(catalog, settings, 0)
         n = args.rows
         with duckdb.connect(str(database)) as con:
             con.execute("UPDATE customers SET age = age + 1 WHERE customer_id % 200 = 0")  # 0.5 %
-            con.execute("DELETE FROM customers WHERE customer_id % 400 = 1")             # 0.25 %
-            con.execute(f"INSERT INTO customers SELECT * REPLACE (customer_id + {n} AS customer_id) "
-                        f"FROM customers WHERE customer_id % 400 = 2")                 # 0.25 %
+            con.execute("DELETE FROM customers WHERE customer_id % 400 = 1")  # 0.25 %
+            con.execute(
+                f"INSERT INTO customers SELECT * REPLACE (customer_id + {n} AS customer_id) "
+                f"FROM customers WHERE customer_id % 400 = 2"
+            )  # 0.25 %
         incremental, second = run_once(catalog, settings, 1)
     print(f"rows: {n:,}")
     print(f"full export      : {full:6.2f} s, {first.rows.exported:,} rows exported")
-    print(f"incremental (1 %): {incremental:6.2f} s, {second.rows.exported:,} rows exported "
-          f"(added {second.rows.added:,}, updated {second.rows.updated:,}, removed {second.rows.removed:,})")
+    print(
+        f"incremental (1 %): {incremental:6.2f} s, {second.rows.exported:,} rows exported "
+        f"(added {second.rows.added:,}, updated {second.rows.updated:,}, removed {second.rows.removed:,})"
+    )
     print(f"ratio            : {incremental / full:.2f} (budget ≤ 0.50)")
 
 

@@ -30,11 +30,13 @@ BLOCK = 8 * 2**20
 async def upload_azure(path: Path, container: str, name: str) -> None:
     from azure.storage.blob.aio import BlobServiceClient
 
-    async with BlobServiceClient.from_connection_string(os.environ["BENCH_AZURE_CONNECTION"], max_block_size=BLOCK,
-                                                        max_single_put_size=BLOCK) as service:
+    async with BlobServiceClient.from_connection_string(
+        os.environ["BENCH_AZURE_CONNECTION"], max_block_size=BLOCK, max_single_put_size=BLOCK
+    ) as service:
         with path.open("rb") as data:
-            await service.get_blob_client(container, name).upload_blob(data, overwrite=True, max_concurrency=4,
-                                                                       length=path.stat().st_size)
+            await service.get_blob_client(container, name).upload_blob(
+                data, overwrite=True, max_concurrency=4, length=path.stat().st_size
+            )
 
 
 def upload_ftp(path: Path, name: str) -> None:
@@ -64,8 +66,16 @@ def main() -> None:
         else:
             upload_ftp(path, args.name)
         uploaded = time.perf_counter()
-        print(json.dumps({"copy_s": round(copied - started, 3), "upload_s": round(uploaded - copied, 3),
-                          "bytes": path.stat().st_size, "rows": int(done[0]) if done else None}))
+        print(
+            json.dumps(
+                {
+                    "copy_s": round(copied - started, 3),
+                    "upload_s": round(uploaded - copied, 3),
+                    "bytes": path.stat().st_size,
+                    "rows": int(done[0]) if done else None,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class Measured:
     command: Sequence[str]
     returncode: int
     seconds: float
-    rss_mb: float           # peak resident set, MB (10^6 bytes)
+    rss_mb: float  # peak resident set, MB (10^6 bytes)
     stdout: str
     stderr: str
 
@@ -50,8 +50,7 @@ class Measured:
         return f"exit {self.returncode}: {tail}"
 
 
-def run(command: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None,
-        timeout: float = 3600.0) -> Measured:
+def run(command: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None, timeout: float = 3600.0) -> Measured:
     """Runs `command` to its end; its output goes through files so a chatty child never blocks."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -80,5 +79,11 @@ def run(command: Sequence[str], env: Mapping[str, str], *, cwd: str | None = Non
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(command, process.returncode, seconds, peak * 1024 / 1e6,
-                        out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Measured(
+            command,
+            process.returncode,
+            seconds,
+            peak * 1024 / 1e6,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )

@@ -80,10 +80,17 @@ def checks(m: Medians) -> list[Check]:
         if case not in cases:
             continue
         fc = _get(m, case, "filecast", "seconds")
-        out.append(Check(case, "export vs raw upload of the same bytes", _ratio(fc, _get(m, case, "limit", "upload_s")),
-                         1.15))
-        out.append(Check(case, "export vs COPY + upload, sequential",
-                         _ratio(fc, _sum(_get(m, case, "limit", "copy_s"), _get(m, case, "limit", "upload_s"))), None))
+        out.append(
+            Check(case, "export vs raw upload of the same bytes", _ratio(fc, _get(m, case, "limit", "upload_s")), 1.15)
+        )
+        out.append(
+            Check(
+                case,
+                "export vs COPY + upload, sequential",
+                _ratio(fc, _sum(_get(m, case, "limit", "copy_s"), _get(m, case, "limit", "upload_s"))),
+                None,
+            )
+        )
         if (case, "dlt-best") in m:
             budget = None if case == "ndjson-azurite" else 0.5
             out.append(Check(case, "vs dlt, best settings", _ratio(fc, _get(m, case, "dlt-best", "seconds")), budget))
@@ -98,14 +105,33 @@ def checks(m: Medians) -> list[Check]:
             peak = _get(m, case, side, "rss_mb")
             out.append(Check(case, f"{side}: peak RSS", peak, RSS_BUDGET_MB, "MB"))
             tenth = _get(m, case, f"{side}-tenth", "rss_mb")
-            out.append(Check(case, f"{side}: RSS growth from a tenth of the rows",
-                             None if peak is None or tenth is None else peak - tenth, RSS_GROWTH_MB, "MB"))
+            out.append(
+                Check(
+                    case,
+                    f"{side}: RSS growth from a tenth of the rows",
+                    None if peak is None or tenth is None else peak - tenth,
+                    RSS_GROWTH_MB,
+                    "MB",
+                )
+            )
     if "upsert" in cases:
         full = _get(m, "upsert", "full", "seconds")
-        out.append(Check("upsert", "UPSERT after 1 % changed vs a full run",
-                         _ratio(_get(m, "upsert", "upsert-1%", "seconds"), full), 0.35))
-        out.append(Check("upsert", "UPSERT after no change vs a full run",
-                         _ratio(_get(m, "upsert", "upsert-none", "seconds"), full), 0.3))
+        out.append(
+            Check(
+                "upsert",
+                "UPSERT after 1 % changed vs a full run",
+                _ratio(_get(m, "upsert", "upsert-1%", "seconds"), full),
+                0.35,
+            )
+        )
+        out.append(
+            Check(
+                "upsert",
+                "UPSERT after no change vs a full run",
+                _ratio(_get(m, "upsert", "upsert-none", "seconds"), full),
+                0.3,
+            )
+        )
     return out
 
 
@@ -124,8 +150,10 @@ def _cell(m: Medians, case: str, side: str) -> str:
 
 def measurements_table(m: Medians) -> str:
     """Wall time and peak RSS of each side, medians; one row per case."""
-    lines = ["| case | Filecast | dlt, best settings | dlt, defaults | limit: COPY + raw upload |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| case | Filecast | dlt, best settings | dlt, defaults | limit: COPY + raw upload |",
+        "|---|---|---|---|---|",
+    ]
     cases = sorted({case for case, _ in m if case not in ("memory", "upsert")})
     for case in cases:
         lines.append(f"| {case} | " + " | ".join(_cell(m, case, side) for side in SIDES) + " |")
@@ -140,6 +168,7 @@ def _show(check: Check) -> tuple[str, str]:
         if value is None:
             return "—"
         return f"{value:.0f} MB" if check.unit == "MB" else f"{value:.2f} ×"
+
     return fmt(check.value), ("—" if check.budget is None else "≤ " + fmt(check.budget))
 
 

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.ftp_upload import send  # noqa: E402
-from core.catalog import Destination  # noqa: E402
+from core.catalog.model import Destination  # noqa: E402
 from core.destinations.sftp import SftpDestination  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from devtools.services import FtpUser  # noqa: E402
@@ -60,9 +60,29 @@ def openssh_put(sshd: Sshd, site: SshdSite, user: str, source: Path, name: str, 
     batch = work / "put.sftp"
     batch.write_text(f"put {source} {name}\n")
     started = time.perf_counter()
-    subprocess.run(["sftp", "-q", "-b", str(batch), "-P", str(sshd.port), "-i", str(site.keys["openssh"]),
-                    "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-                    "-o", "IdentitiesOnly=yes", f"{user}@127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "sftp",
+            "-q",
+            "-b",
+            str(batch),
+            "-P",
+            str(sshd.port),
+            "-i",
+            str(site.keys["openssh"]),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            f"{user}@127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -92,14 +112,25 @@ def main() -> None:
     site = SshdSite.create([FtpUser(user, password, home="/home/bench")])
     home = site.root / "home/bench"
     uid, gid = site.owner_of(user)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={2 * args.mb + 64}m,mode=0755,uid={uid},gid={gid}", "tmpfs",
-                    str(home)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={2 * args.mb + 64}m,mode=0755,uid={uid},gid={gid}", "tmpfs", str(home)],
+        check=True,
+    )
     sshd = Sshd.start(site)
-    config = Destination("bench", "sftp", host="127.0.0.1", port=sshd.port, username=user,
-                         password_setting="BENCH_SFTP_PASSWORD", host_key=(sshd.fingerprint,))
+    config = Destination(
+        "bench",
+        "sftp",
+        host="127.0.0.1",
+        port=sshd.port,
+        username=user,
+        password_setting="BENCH_SFTP_PASSWORD",
+        host_key=(sshd.fingerprint,),
+    )
     load_before = os.getloadavg()
-    print(f"SFTP upload on loopback to OpenSSH {sshd_version()}: {args.mb} MB per upload, chunks of "
-          f"{args.chunk_kib} KiB, {args.rounds} interleaved rounds; load average {fmt_load(load_before)}")
+    print(
+        f"SFTP upload on loopback to OpenSSH {sshd_version()}: {args.mb} MB per upload, chunks of "
+        f"{args.chunk_kib} KiB, {args.rounds} interleaved rounds; load average {fmt_load(load_before)}"
+    )
     ratios: list[float] = []
     rates: dict[str, list[float]] = {"openssh": [], "filecast": []}
     cpu: dict[str, list[float]] = {"openssh": [], "filecast": []}
@@ -120,10 +151,12 @@ def main() -> None:
                 rates[who].append(total / seconds[who] / MB)
             ratio = seconds["openssh"] / seconds["filecast"]
             ratios.append(ratio)
-            print(f"  round {round_ + 1}: openssh {rates['openssh'][-1]:6.0f} MB/s   filecast "
-                  f"{rates['filecast'][-1]:6.0f} MB/s   ratio {ratio:.2f}   (client CPU s: openssh "
-                  f"{cpu['openssh'][-1]:.2f}, filecast {cpu['filecast'][-1]:.2f}; load {fmt_load(os.getloadavg())})",
-                  flush=True)
+            print(
+                f"  round {round_ + 1}: openssh {rates['openssh'][-1]:6.0f} MB/s   filecast "
+                f"{rates['filecast'][-1]:6.0f} MB/s   ratio {ratio:.2f}   (client CPU s: openssh "
+                f"{cpu['openssh'][-1]:.2f}, filecast {cpu['filecast'][-1]:.2f}; load {fmt_load(os.getloadavg())})",
+                flush=True,
+            )
     finally:
         sshd.stop()
         subprocess.run(["umount", "-l", str(home)], capture_output=True)
@@ -132,10 +165,12 @@ def main() -> None:
             leftover.unlink()
         work.rmdir()
     median = statistics.median(ratios)
-    print(f"\nmedian: openssh {statistics.median(rates['openssh']):.0f} MB/s, filecast "
-          f"{statistics.median(rates['filecast']):.0f} MB/s, ratio {median:.2f} (target >= {TARGET}): "
-          f"{'met' if median >= TARGET else 'NOT MET'}; load average before {fmt_load(load_before)}, after "
-          f"{fmt_load(os.getloadavg())}")
+    print(
+        f"\nmedian: openssh {statistics.median(rates['openssh']):.0f} MB/s, filecast "
+        f"{statistics.median(rates['filecast']):.0f} MB/s, ratio {median:.2f} (target >= {TARGET}): "
+        f"{'met' if median >= TARGET else 'NOT MET'}; load average before {fmt_load(load_before)}, after "
+        f"{fmt_load(os.getloadavg())}"
+    )
 
 
 def sshd_version() -> str:

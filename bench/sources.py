@@ -41,7 +41,7 @@ def child(mode: str, uri: str) -> dict[str, Any]:
     started = time.perf_counter()
     rows = 0
     if mode in ("filecast", "filecast-segment"):
-        from core.sources.postgresql import PostgresSource
+        from core.read.sources.postgresql import PostgresSource
 
         source = PostgresSource(uri, source_id="bench")
         _, batches = source.batches(MODEL, SEGMENT if mode == "filecast-segment" else None)
@@ -67,13 +67,23 @@ def child(mode: str, uri: str) -> dict[str, Any]:
         raise SystemExit(f"unknown mode {mode}")
     seconds = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
-            "peak_rss_mb": round(rss_mb)}
+    return {
+        "mode": mode,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "peak_rss_mb": round(rss_mb),
+    }
 
 
 def measure(mode: str, uri: str) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, __file__, "--child", mode], env={**os.environ, "BENCH_PG_URI": uri},
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", mode],
+        env={**os.environ, "BENCH_PG_URI": uri},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{result.stderr}")
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -116,8 +126,10 @@ def main() -> None:
             server.stop()
     print(f"\n{'mode':<18} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12}", file=sys.stderr)
     for mode, r in best.items():
-        print(f"{mode:<18} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rows_per_s']:>10,} {r['peak_rss_mb']:>12}",
-              file=sys.stderr)
+        print(
+            f"{mode:<18} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rows_per_s']:>10,} {r['peak_rss_mb']:>12}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -51,11 +51,11 @@ sys.path.insert(0, str(REPO))
 
 from azure.storage.blob.aio import BlobServiceClient  # noqa: E402
 
-from core import engine  # noqa: E402
-from core.catalog import Destination as DestinationConfig  # noqa: E402
-from core.catalog import parse_catalog  # noqa: E402
+from core.catalog.model import Destination as DestinationConfig  # noqa: E402
+from core.catalog.parse import parse_catalog  # noqa: E402
 from core.destinations import azure_blob  # noqa: E402
-from core.records import RunRecord, new_run_id  # noqa: E402
+from core.run import engine  # noqa: E402
+from core.run.records import RunRecord, new_run_id  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from devtools.services import Azurite, azurite_command, azurite_version, cpu_seconds  # noqa: E402
 from examples.make_demo import build  # noqa: E402
@@ -93,8 +93,9 @@ class DropDestination:
     async def __aenter__(self) -> DropDestination:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         return None
 
     async def open(self, path: str, *, content_type: str) -> _Drop:
@@ -119,10 +120,23 @@ def catalog_doc(database: Path) -> dict[str, Any]:
     return {
         "sources": {"warehouse": {"type": "duckdb", "database": str(database)}},
         "models": {"customers": {"source": "warehouse", "table": "customers", "primary_key": ["customer_id"]}},
-        "destinations": {"lake": {"type": "azure_blob", "container": CONTAINER, "connection_setting": "BENCH_STORAGE",
-                                  "create_container": True}},
-        "activations": {"export": {"model": "customers", "destination": "lake", "file_name": "customers",
-                                   "format": "csv", "csv": {"delimiter": ";"}}},
+        "destinations": {
+            "lake": {
+                "type": "azure_blob",
+                "container": CONTAINER,
+                "connection_setting": "BENCH_STORAGE",
+                "create_container": True,
+            }
+        },
+        "activations": {
+            "export": {
+                "model": "customers",
+                "destination": "lake",
+                "file_name": "customers",
+                "format": "csv",
+                "csv": {"delimiter": ";"},
+            }
+        },
     }
 
 
@@ -131,8 +145,7 @@ async def export_once(database: Path, connection_string: str, *, drop: bool = Fa
     settings = Settings({"BENCH_STORAGE": connection_string})
     now = datetime.now(UTC)
     record = RunRecord(new_run_id(now), "export", "manual", now)
-    run = engine.Run(catalog, "export", settings, record, retries=0,
-                     destination=DropDestination() if drop else None)
+    run = engine.Run(catalog, "export", settings, record, retries=0, destination=DropDestination() if drop else None)
     started = time.perf_counter()
     result = await run.execute()
     elapsed = time.perf_counter() - started
@@ -150,9 +163,11 @@ async def download(connection_string: str, path: str) -> bytes:
 
 async def plain_once(connection_string: str, data: bytes, block: int, concurrency: int) -> None:
     async with BlobServiceClient.from_connection_string(
-            connection_string, max_block_size=block, max_single_put_size=block) as service:
-        await service.get_blob_client(CONTAINER, "plain.csv").upload_blob(data, overwrite=True,
-                                                                          max_concurrency=concurrency)
+        connection_string, max_block_size=block, max_single_put_size=block
+    ) as service:
+        await service.get_blob_client(CONTAINER, "plain.csv").upload_blob(
+            data, overwrite=True, max_concurrency=concurrency
+        )
 
 
 async def destination_once(connection_string: str, data: bytes, md5: bytes) -> None:
@@ -163,7 +178,7 @@ async def destination_once(connection_string: str, data: bytes, md5: bytes) -> N
         upload = await destination.open("destination.csv", content_type="text/csv")
         view = memoryview(data)
         for offset in range(0, len(data), 2**20):
-            await upload.write(bytes(view[offset:offset + 2**20]))
+            await upload.write(bytes(view[offset : offset + 2**20]))
         await upload.finish(len(data), md5)
         await upload.publish()
 
@@ -179,8 +194,8 @@ class Phase:
     run: Callable[[str], Awaitable[Any]]  # given Azurite's connection string
     uses_azurite: bool = True
     wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)       # this process, all threads
-    server: list[float] = field(default_factory=list)    # Azurite
+    cpu: list[float] = field(default_factory=list)  # this process, all threads
+    server: list[float] = field(default_factory=list)  # Azurite
 
     async def measure(self, azurite: Azurite) -> None:
         cpu, server, started = time.process_time(), azurite_cpu(azurite), time.perf_counter()
@@ -203,20 +218,29 @@ def bench(args: argparse.Namespace, workdir: Path, database: Path) -> int:
     assert md5.hex() == file["md5"], "the blob does not hold what the run wrote"
     print(f"file: {file['path']}, {file['rows']:,} rows, {size / MB:.1f} MB (content MD5 checked)")
     print(f"Azurite {azurite_version()} ({azurite_command()[0]})")
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-          "(the budget assumes an otherwise idle machine)")
+    print(
+        f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(the budget assumes an otherwise idle machine)"
+    )
 
     def plain(block: int, concurrency: int) -> Phase:
-        return Phase(f"plain upload_blob, {block // 2**20} MiB blocks x{concurrency}",
-                     lambda conn: plain_once(conn, data, block, concurrency))
+        return Phase(
+            f"plain upload_blob, {block // 2**20} MiB blocks x{concurrency}",
+            lambda conn: plain_once(conn, data, block, concurrency),
+        )
 
     plains = [plain(4 * 2**20, 4), plain(8 * 2**20, 4)]
     export = Phase("export + upload (engine)", lambda conn: export_once(database, conn))
     alone = Phase("destination alone (bytes in memory)", lambda conn: destination_once(conn, data, md5))
     phases = [*plains, export, alone]
     if args.encode_only:
-        phases.append(Phase("serialisation alone (no upload)", lambda conn: export_once(database, conn, drop=True),
-                            uses_azurite=False))
+        phases.append(
+            Phase(
+                "serialisation alone (no upload)",
+                lambda conn: export_once(database, conn, drop=True),
+                uses_azurite=False,
+            )
+        )
 
     async def one_round(azurite: Azurite, order: list[Phase]) -> None:
         async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
@@ -228,8 +252,12 @@ def bench(args: argparse.Namespace, workdir: Path, database: Path) -> int:
         # A fresh Azurite each round: it keeps overwritten blobs in memory for minutes and slows down as it grows.
         with Azurite.start(workdir / f"azurite-{round_}") as azurite:
             asyncio.run(one_round(azurite, phases if round_ % 2 == 0 else phases[::-1]))
-        print(f"round {round_ + 1}: " + ", ".join(f"{p.name.split(',')[0].split(' (')[0]} {rate(size, p.wall[-1]):.0f}"
-                                                  for p in phases) + " MB/s", flush=True)
+        print(
+            f"round {round_ + 1}: "
+            + ", ".join(f"{p.name.split(',')[0].split(' (')[0]} {rate(size, p.wall[-1]):.0f}" for p in phases)
+            + " MB/s",
+            flush=True,
+        )
 
     print(f"\n{'':38s} {'MB/s':>6s} {'s':>6s} {'CPU s: python':>14s} {'Azurite':>8s}   (medians of {args.repeat})")
     for phase in phases:
@@ -239,10 +267,14 @@ def bench(args: argparse.Namespace, workdir: Path, database: Path) -> int:
     best = min(plains, key=lambda p: statistics.median(p.wall))
     ratio = statistics.median(best.wall) / statistics.median(export.wall)
     verdict = "within" if ratio >= BUDGET else "OVER"
-    print(f"\nratio: export + upload = {ratio:.2f} x the plain upload rate ({verdict} budget >= {BUDGET}); "
-          f"load average after: {os.getloadavg()[0]:.1f}")
-    print(f"settings: BLOCK_SIZE={azure_blob.BLOCK_SIZE // 2**20} MiB, MAX_IN_FLIGHT={azure_blob.MAX_IN_FLIGHT}, "
-          f"QUEUE_DEPTH={engine.QUEUE_DEPTH}")
+    print(
+        f"\nratio: export + upload = {ratio:.2f} x the plain upload rate ({verdict} budget >= {BUDGET}); "
+        f"load average after: {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"settings: BLOCK_SIZE={azure_blob.BLOCK_SIZE // 2**20} MiB, MAX_IN_FLIGHT={azure_blob.MAX_IN_FLIGHT}, "
+        f"QUEUE_DEPTH={engine.QUEUE_DEPTH}"
+    )
     return 0 if ratio >= BUDGET else 1
 
 

@@ -29,12 +29,12 @@ SIDES = ("full", "upsert-first", "upsert-1%", "upsert-none")
 def change_one_percent(database: Path, rows: int) -> dict[str, int]:
     """Applies the changes; returns how many rows of each kind a delta run must export."""
     with duckdb.connect(str(database)) as con:
+
         def count(where: str) -> int:
             found = con.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}").fetchone()
             return int(found[0]) if found else 0
 
-        expected = {"updated": count("id % 200 = 0"), "removed": count("id % 400 = 1"),
-                    "added": count("id % 400 = 2")}
+        expected = {"updated": count("id % 200 = 0"), "removed": count("id % 400 = 1"), "added": count("id % 400 = 2")}
         con.execute(f"UPDATE {TABLE} SET quantity = quantity + 1 WHERE id % 200 = 0")
         con.execute(f"DELETE FROM {TABLE} WHERE id % 400 = 1")
         con.execute(f"INSERT INTO {TABLE} SELECT * REPLACE (id + {rows} AS id) FROM {TABLE} WHERE id % 400 = 2")
@@ -64,14 +64,35 @@ def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
         env = {**azure_env(azurite), "AzureWebJobsStorage": azurite.connection_string}
         log = azurite.log_path
         assert log is not None
-        destination = {"type": "azure_blob", "container": CONTAINER, "connection_setting": "BENCH_STORAGE",
-                       "create_container": True}
-        catalog = filecast_catalog(work, database, "csv", destination, {
-            "export": {"model": "bench", "destination": "out", "file_name": "full", "format": "csv"},
-            "sync": {"model": "bench", "destination": "out", "file_name": "sync_{run_id}", "format": "csv",
-                     "run_type": "full_then_delta", "sync_mode": "upsert"}})
-        plan = [("full", "export", None), ("upsert-first", "sync", "2025-04-01T06:00:00Z"),
-                ("upsert-1%", "sync", "2025-04-02T06:00:00Z"), ("upsert-none", "sync", "2025-04-03T06:00:00Z")]
+        destination = {
+            "type": "azure_blob",
+            "container": CONTAINER,
+            "connection_setting": "BENCH_STORAGE",
+            "create_container": True,
+        }
+        catalog = filecast_catalog(
+            work,
+            database,
+            "csv",
+            destination,
+            {
+                "export": {"model": "bench", "destination": "out", "file_name": "full", "format": "csv"},
+                "sync": {
+                    "model": "bench",
+                    "destination": "out",
+                    "file_name": "sync_{run_id}",
+                    "format": "csv",
+                    "run_type": "full_then_delta",
+                    "sync_mode": "upsert",
+                },
+            },
+        )
+        plan = [
+            ("full", "export", None),
+            ("upsert-first", "sync", "2025-04-01T06:00:00Z"),
+            ("upsert-1%", "sync", "2025-04-02T06:00:00Z"),
+            ("upsert-none", "sync", "2025-04-03T06:00:00Z"),
+        ]
         expected: dict[str, int] = {}
         for side, activation, at in plan:
             sample = samples[side]
@@ -83,13 +104,18 @@ def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
                 time.sleep(0.3)  # off the clock: Azurite logs a request just after answering it
                 requests, _ = count_requests(log, mark)
                 sample.detail.update(requests)
-                print(f"  {side}: {requests['state_requests']} state table requests, "
-                      f"{requests['table_requests']} Table requests in all", file=sys.stderr, flush=True)
+                print(
+                    f"  {side}: {requests['state_requests']} state table requests, "
+                    f"{requests['table_requests']} Table requests in all",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
                 exported = record["rows"]["exported"]
                 # UPSERT exports new and changed rows; removals are DIFFERENCE's (README "sync modes")
-                want = {"upsert-1%": expected.get("updated", 0) + expected.get("added", 0),
-                        "upsert-none": 0}.get(side, rows)
+                want = {"upsert-1%": expected.get("updated", 0) + expected.get("added", 0), "upsert-none": 0}.get(
+                    side, rows
+                )
                 if exported != want:
                     raise VerifyError(f"the run exported {exported:,} rows, {want:,} expected ({record['rows']})")
                 sample.detail["exported"] = exported

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from .error_codes import ANSWERS, ErrorCode
 from .errors import CatalogError, CatalogInvalid, FilecastError, Problem
-from .records import RunRecord, new_run_id, parse_time
+from .run.records import RunRecord, new_run_id, parse_time
 from .settings import Settings
 
 if TYPE_CHECKING:  # the run machinery (pyarrow, DuckDB, the SDKs) loads once a command needs it
-    from .catalog import Catalog
-    from .engine import RunResult
-    from .service import Services
+    from .catalog.model import Catalog
+    from .control.service import Services
+    from .run.engine import RunResult
 
 INTERRUPTED = ANSWERS[ErrorCode.INTERRUPTED].exit  # 130: 128 + SIGINT, as shells report it
 CLEAR_LINE = "\r\x1b[K"
@@ -65,8 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--catalog", help="catalog file (default: the applied catalog)")
     runs = sub.add_parser("runs", help="run history of an activation, newest first")
     runs.add_argument("activation")
-    runs.add_argument("--limit", type=_positive, default=20, metavar="N",
-                      help="how many runs to show, newest first (a whole number of at least 1; default 20)")
+    runs.add_argument(
+        "--limit",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="how many runs to show, newest first (a whole number of at least 1; default 20)",
+    )
     console = sub.add_parser("console", help="serve the run console on 127.0.0.1 against the configured storage")
     console.add_argument("--port", type=int, default=7071, help="port to listen on (default 7071; 0 = any free)")
     console.add_argument("--run-queued", action="store_true", help="also run queued runs, like the Functions runner")
@@ -99,9 +104,11 @@ class Progress:
         self.clear()
         size = sum(int(f.get("bytes", 0)) for f in record.files)
         files = len(record.files)
-        self.stream.write(f"{record.activation}: {record.status}, {record.rows.read:,} rows read, "
-                          f"{record.rows.exported:,} exported in {files} file{'s' if files != 1 else ''} "
-                          f"({size / 1_048_576:,.1f} MB) in {time.monotonic() - self.started:.1f} s\n")
+        self.stream.write(
+            f"{record.activation}: {record.status}, {record.rows.read:,} rows read, "
+            f"{record.rows.exported:,} exported in {files} file{'s' if files != 1 else ''} "
+            f"({size / 1_048_576:,.1f} MB) in {time.monotonic() - self.started:.1f} s\n"
+        )
         self.stream.flush()
 
 
@@ -136,10 +143,10 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
     """Checks that need the sources: each model's query runs (described, not read), and primary keys,
     mapped columns and segment filters (columns and value types) fit the real schemas. Objects with
     problems of their own (`known`) are left out, so this runs alongside the static checks."""
-    from .columns import column_problems, format_problems, key_problems, segment_problems
+    from .catalog.columns import column_problems, format_problems, key_problems, segment_problems
     from .errors import SchemaMismatch
-    from .mapping import Mapper
-    from .sources import model_sql, open_source
+    from .read.mapping import Mapper
+    from .read.sources import model_sql, open_source
 
     bad = _invalid(known or [])
     problems: list[Problem] = []
@@ -180,8 +187,9 @@ def probe(catalog: Catalog, settings: Settings, known: list[Problem] | None = No
         if segment.model in segment_schemas and usable("segments", segment_id):
             report(segment_problems(catalog, segment_id, segment_schemas[segment.model]))
     for activation in catalog.activations.values():
-        if not usable("activations", activation.id) or (activation.segment is not None
-                                                          and not usable("segments", activation.segment)):
+        if not usable("activations", activation.id) or (
+            activation.segment is not None and not usable("segments", activation.segment)
+        ):
             continue
         model_id = catalog.model_of(activation).id
         columns = schemas.get(model_id)
@@ -197,7 +205,7 @@ def _exit_code(result: RunResult) -> int:
 
 
 def _validate(path: str, settings: Settings, with_probe: bool) -> int:
-    from .catalog import load_catalog, load_catalog_partly
+    from .catalog.parse import load_catalog, load_catalog_partly
 
     if with_probe:
         from .destinations.sftp_probe import probe_host_keys
@@ -210,7 +218,7 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
     else:
         catalog = load_catalog(path)
         problems = []
-    from .encryption import check_catalog
+    from .write.encryption import check_catalog
 
     pgp_problems, key_lines = check_catalog(catalog, settings)  # OpenPGP keys, with or without --probe
     problems += [p for p in pgp_problems if p not in problems]
@@ -223,7 +231,7 @@ def _validate(path: str, settings: Settings, with_probe: bool) -> int:
 
 
 def _apply(path: str, services: Services) -> int:
-    from .catalog import deployment_warnings, read_catalog
+    from .catalog.parse import deployment_warnings, read_catalog
 
     catalog = services.catalogs.apply(read_catalog(path), base_dir=Path(path).resolve().parent)
     for warning in deployment_warnings(catalog):
@@ -249,15 +257,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.catalog, settings, args.probe)
         if args.command == "console":
-            from .console_server import server
+            from .control.console.server import server
 
             httpd = server(settings, args.port, run_queued=args.run_queued)
-            print(f"console: http://127.0.0.1:{httpd.server_address[1]}/api/console (Ctrl-C stops)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"console: http://127.0.0.1:{httpd.server_address[1]}/api/console (Ctrl-C stops)",
+                file=sys.stderr,
+                flush=True,
+            )
             with contextlib.suppress(KeyboardInterrupt), httpd:
                 httpd.serve_forever()
             return 0
-        from .service import (
+        from .control.service import (
             Services,
             preview_activation,
             preview_json,
@@ -286,16 +297,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(preview_activation(settings, catalog, args.activation, at))
             print(json.dumps(preview_json(result.record), indent=2))
             return _exit_code(result)
-        from .service import storage_services  # the lease, whenever storage is configured (one run at a time)
+        from .control.service import storage_services  # the lease, whenever storage is configured (one run at a time)
 
         catalog.activation(args.activation)
         logical_time = at or datetime.now(UTC)
         record = RunRecord(new_run_id(logical_time), args.activation, "manual", logical_time)
         progress = handler.progress = Progress(sys.stderr, live=sys.stderr.isatty())
-        result = asyncio.run(run_activation(
-            settings, catalog, args.activation, logical_time=logical_time, trigger="manual", record=record,
-            services=services if args.catalog is None else storage_services(settings), busy_fails=True,
-            progress=progress.update))
+        result = asyncio.run(
+            run_activation(
+                settings,
+                catalog,
+                args.activation,
+                logical_time=logical_time,
+                trigger="manual",
+                record=record,
+                services=services if args.catalog is None else storage_services(settings),
+                busy_fails=True,
+                progress=progress.update,
+            )
+        )
         progress.finish(result.record)
         print(record_json(result.record))
         return _exit_code(result)

@@ -15,8 +15,7 @@ from typing import Protocol
 class Clock(Protocol):
     """A source of the current time, always timezone-aware UTC."""
 
-    def now(self) -> datetime:
-        ...
+    def now(self) -> datetime: ...
 
 
 class SystemClock:

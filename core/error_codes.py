@@ -2,7 +2,7 @@
 
 A code is what a run record's `error.code` and an API error's `code` hold; the values are the
 strings users (and their scripts) already read, so they never change. `ANSWERS` gives each code
-its HTTP status (core/api.py, core/console.py) and its `filecast` exit code (core/cli.py), so the
+its HTTP status (core/control/api.py, core/control/console/pages.py) and its `filecast` exit code (core/cli.py), so the
 API and the command line can't disagree (DESIGN.md §4: 0 succeeded, 1 failed, 2 bad input):
 
 - bad input, the caller fixes the request, the catalog or a setting: HTTP 400 (404 for a name that
@@ -99,8 +99,15 @@ CONFLICT = Answer(409, 1)
 FAILED = Answer(500, 1)
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
 
-_BAD_INPUT = {ErrorCode.BAD_REQUEST, ErrorCode.INVALID_CATALOG, ErrorCode.MISSING_SETTING, ErrorCode.REFUSED_SETTING,
-              ErrorCode.INVALID_SETTING, ErrorCode.INVALID_CA_FILE, ErrorCode.UNSUPPORTED}
+_BAD_INPUT = {
+    ErrorCode.BAD_REQUEST,
+    ErrorCode.INVALID_CATALOG,
+    ErrorCode.MISSING_SETTING,
+    ErrorCode.REFUSED_SETTING,
+    ErrorCode.INVALID_SETTING,
+    ErrorCode.INVALID_CA_FILE,
+    ErrorCode.UNSUPPORTED,
+}
 
 ANSWERS: dict[ErrorCode, Answer] = {
     **{code: FAILED for code in ErrorCode},

@@ -80,7 +80,7 @@ class CatalogInvalid(CatalogError):
 
 
 class SchemaMismatch(CatalogError):
-    """A check against a source's real columns failed (core/columns.py); `problem` carries the path
+    """A check against a source's real columns failed (core/catalog/columns.py); `problem` carries the path
     and the message apart, the error's message is `path: message`."""
 
     def __init__(self, problem: Problem):

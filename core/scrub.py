@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-MIN_SECRET = 3       # shorter values would blank ordinary words of a message
-MIN_KEY_LINE = 16    # a PEM key's lines are masked one by one (a server may quote one line)
+MIN_SECRET = 3  # shorter values would blank ordinary words of a message
+MIN_KEY_LINE = 16  # a PEM key's lines are masked one by one (a server may quote one line)
 
 _PATTERNS = (
     re.compile(r"(?i)(sig=)[^&\s'\"]+"),

@@ -46,10 +46,31 @@ ALLOWED_SETTINGS = "FILECAST_ALLOWED_SETTINGS"
 # The Functions host's, App Service's, the Azure SDKs', the managed identity endpoint's and
 # Filecast's own settings: a catalog writer is not trusted with them (compared case-insensitively,
 # as Windows and App Service environments are).
-RESERVED_SETTINGS = ("AzureWebJobs*", "APPLICATIONINSIGHTS_*", "APPINSIGHTS_*", "WEBSITE_*", "WEBSITES_*",
-                     "FUNCTIONS_*", "AZURE_*", "AZUREWEBJOBS*", "IDENTITY_*", "MSI_*", "IDENTITY_ENDPOINT",
-                     "IDENTITY_HEADER", "FILECAST_*", "SCHEDULER_CRON", "CONTAINER_*", "SCM_*", "DOTNET_*",
-                     "PYTHON*", "PATH", "HOME", "ENABLE_ORYX_BUILD", "MACHINEKEY_*", "ASPNETCORE_*")
+RESERVED_SETTINGS = (
+    "AzureWebJobs*",
+    "APPLICATIONINSIGHTS_*",
+    "APPINSIGHTS_*",
+    "WEBSITE_*",
+    "WEBSITES_*",
+    "FUNCTIONS_*",
+    "AZURE_*",
+    "AZUREWEBJOBS*",
+    "IDENTITY_*",
+    "MSI_*",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "FILECAST_*",
+    "SCHEDULER_CRON",
+    "CONTAINER_*",
+    "SCM_*",
+    "DOTNET_*",
+    "PYTHON*",
+    "PATH",
+    "HOME",
+    "ENABLE_ORYX_BUILD",
+    "MACHINEKEY_*",
+    "ASPNETCORE_*",
+)
 
 
 def _local_values() -> dict[str, str]:
@@ -76,17 +97,23 @@ def setting_refusal(name: str, allowed: str | None) -> str | None:
     upper = name.upper()
     for pattern in RESERVED_SETTINGS:
         if fnmatch.fnmatchcase(upper, pattern.upper()):
-            return (f"`{name}` is one of the host's or Filecast's own settings (`{pattern}`), which a catalog "
-                    "may never name; store the secret in a setting of its own, e.g. `PARTNER_FTP_PASSWORD`")
+            return (
+                f"`{name}` is one of the host's or Filecast's own settings (`{pattern}`), which a catalog "
+                "may never name; store the secret in a setting of its own, e.g. `PARTNER_FTP_PASSWORD`"
+            )
     patterns = _patterns(allowed)
     if allowed is not None and not patterns:
-        return (f"`{name}` is not allowed: `{ALLOWED_SETTINGS}` is set and empty, so a catalog may name no "
-                f"setting; add `{name}` to it (the templates fill it from keyVaultSecretSettings / "
-                "key_vault_secret_settings)")
+        return (
+            f"`{name}` is not allowed: `{ALLOWED_SETTINGS}` is set and empty, so a catalog may name no "
+            f"setting; add `{name}` to it (the templates fill it from keyVaultSecretSettings / "
+            "key_vault_secret_settings)"
+        )
     if patterns and not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
-        return (f"`{name}` is not among the settings the operator allows (`{ALLOWED_SETTINGS}`: "
-                f"{', '.join(patterns)}); add `{name}` to {ALLOWED_SETTINGS} (the templates fill it from "
-                "keyVaultSecretSettings / key_vault_secret_settings)")
+        return (
+            f"`{name}` is not among the settings the operator allows (`{ALLOWED_SETTINGS}`: "
+            f"{', '.join(patterns)}); add `{name}` to {ALLOWED_SETTINGS} (the templates fill it from "
+            "keyVaultSecretSettings / key_vault_secret_settings)"
+        )
     return None
 
 
@@ -116,8 +143,9 @@ class Settings:
         names fail here too, whatever validated the catalog (defence in depth)."""
         refusal = setting_refusal(name, self.values.get(ALLOWED_SETTINGS))
         if refusal is not None:
-            raise SettingError(f"app setting {refusal[:1].lower()}{refusal[1:]} ({purpose})",
-                               code=ErrorCode.REFUSED_SETTING)
+            raise SettingError(
+                f"app setting {refusal[:1].lower()}{refusal[1:]} ({purpose})", code=ErrorCode.REFUSED_SETTING
+            )
         value = self.get(name)
         if value is None:
             raise SettingError(

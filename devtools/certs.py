@@ -20,13 +20,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 @dataclass(frozen=True)
 class ServerCert:
-    cert: Path   # PEM chain: leaf then CA
-    key: Path    # PEM private key, unencrypted
+    cert: Path  # PEM chain: leaf then CA
+    key: Path  # PEM private key, unencrypted
 
 
 @dataclass(frozen=True)
 class LocalCA:
-    cert: Path   # the CA certificate (PEM): the file a destination is told to trust
+    cert: Path  # the CA certificate (PEM): the file a destination is told to trust
     key: ec.EllipticCurvePrivateKey
 
     def issue(self, folder: Path, name: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> ServerCert:
@@ -51,16 +51,18 @@ class LocalCA:
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         folder.mkdir(parents=True, exist_ok=True)
         cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.cert.read_bytes())
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         key_path.chmod(0o600)
         return ServerCert(cert_path, key_path)
 
@@ -79,9 +81,20 @@ def make_ca(folder: Path) -> LocalCA:
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

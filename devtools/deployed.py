@@ -45,14 +45,25 @@ def ignored(path: str, patterns: list[str]) -> bool:
     """`.funcignore` semantics as Core Tools applies them: a pattern matches the path or any of its folders."""
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, pattern)
-               for pattern in patterns for prefix, part in zip(prefixes, parts, strict=True))
+    return any(
+        fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, pattern)
+        for pattern in patterns
+        for prefix, part in zip(prefixes, parts, strict=True)
+    )
 
 
 def stage_package(target: Path) -> list[str]:
     """Copy what a deployment ships: the files git tracks, minus `.funcignore`."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     patterns = funcignore_patterns()
     shipped = sorted(p for p in listed if p and not ignored(p, patterns) and (REPO / p).is_file())
     for relative in shipped:
@@ -85,18 +96,34 @@ def main() -> int:
         step("a fresh virtualenv with requirements.txt alone (what the remote build installs)")
         run([sys.executable, "-m", "venv", str(venv)])
         python = str(venv / "bin" / "python")
-        run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-             str(app / "requirements.txt")])
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work)),
-               "FILECAST_LOCAL_SETTINGS": os.devnull, "PYTHONDONTWRITEBYTECODE": "1"}
+        run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(app / "requirements.txt"),
+            ]
+        )
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", str(work)),
+            "FILECAST_LOCAL_SETTINGS": os.devnull,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         with Azurite.start(work / "azurite") as azurite:
             step(f"the functions, indexed and called, against Azurite on port {azurite.blob_port}")
             env["AzureWebJobsStorage"] = azurite.connection_string
             env["CHECK_EXPORT_STORAGE"] = azurite.connection_string
             run([python, str(REPO / "devtools" / "deployed_probe.py"), str(app), str(ROWS)], env=env, cwd=app)
             step("`pip install .` gives a `filecast` command that works from any folder")
-            run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                 str(REPO)], cwd=work)
+            run(
+                [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", str(REPO)],
+                cwd=work,
+            )
             elsewhere = work / "elsewhere"
             elsewhere.mkdir()
             filecast = str(venv / "bin" / "filecast")

@@ -48,8 +48,10 @@ def main() -> None:
     data = APP / "data"
     data.mkdir(exist_ok=True)
     with duckdb.connect(str(data / "check.duckdb")) as con:
-        con.execute("create table people as select i as id, 'name ' || i as name, "
-                    f"cast((i % 7) * 0.25 as decimal(6, 2)) as score from range({ROWS}) t(i)")
+        con.execute(
+            "create table people as select i as id, 'name ' || i as name, "
+            f"cast((i % 7) * 0.25 as decimal(6, 2)) as score from range({ROWS}) t(i)"
+        )
     (APP / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
 
     import importlib
@@ -75,8 +77,9 @@ def main() -> None:
     print(f"   indexed {len(functions)} functions: {', '.join(sorted(functions))}")
 
     def call(name: str, method: str, route: dict[str, str], body: bytes = b"") -> tuple[int, dict[str, object]]:
-        request = func.HttpRequest(method=method, url=f"http://localhost/api/{name}", headers={}, params={},
-                                   route_params=route, body=body)
+        request = func.HttpRequest(
+            method=method, url=f"http://localhost/api/{name}", headers={}, params={}, route_params=route, body=body
+        )
         response = functions[name].get_user_function()(request)
         return response.status_code, json.loads(response.get_body())
 
@@ -102,7 +105,8 @@ def main() -> None:
         fail(f"the run did not succeed: {record}")
     [file] = record["files"]  # type: ignore[misc]
     container = BlobServiceClient.from_connection_string(os.environ["CHECK_EXPORT_STORAGE"]).get_container_client(
-        "deployed")
+        "deployed"
+    )
     text = container.download_blob(file["path"]).readall().decode("utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     expected = [["id", "name", "score"]] + [[str(i), f"name {i}", f"{(i % 7) / 4:.2f}"] for i in range(ROWS)]
@@ -110,8 +114,9 @@ def main() -> None:
         fail(f"the exported file differs from the source: first rows {rows[:3]}")
     print(f"   run {run_id}: {file['path']}, {file['rows']} rows, {file['bytes']} bytes, every value read back")
 
-    done = subprocess.run([sys.executable, "-m", "core", "validate", str(APP / "catalog.yaml")], cwd=APP,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "validate", str(APP / "catalog.yaml")], cwd=APP, capture_output=True, text=True
+    )
     if done.returncode != 0:
         fail(f"`python -m core validate` exited {done.returncode}: {done.stderr}")
     try:

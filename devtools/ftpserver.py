@@ -55,6 +55,7 @@ def handler_class(args: argparse.Namespace, homes: dict[str, str]) -> type[FTPHa
         Handler.keyfile = args.key
         Handler.tls_control_required = True
         Handler.tls_data_required = True
+
     class DTP(ThrottledDTPHandler if args.read_limit else Handler.dtp_handler):  # type: ignore[misc]
         read_limit = args.read_limit or None
 
@@ -93,6 +94,7 @@ def handler_class(args: argparse.Namespace, homes: dict[str, str]) -> type[FTPHa
     Handler.passive_ports = None
     Handler.timeout = args.idle_timeout
     if args.tls == "implicit":
+
         class Implicit(Handler):  # type: ignore[valid-type,misc,unused-ignore]
             def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
                 super().__init__(conn, server, ioloop)

@@ -35,16 +35,19 @@ def pg_bin() -> Path:
     configured = os.environ.get("FILECAST_PG_BIN")
     if configured:
         return Path(configured)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
-                      if p.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
     for candidate in reversed(versions):
         if (candidate / "initdb").exists():
             return candidate
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
-    raise ServiceUnavailable("PostgreSQL is not installed: `apt-get install -y postgresql` (Debian), "
-                             "or set FILECAST_PG_BIN to the folder holding initdb and postgres")
+    raise ServiceUnavailable(
+        "PostgreSQL is not installed: `apt-get install -y postgresql` (Debian), "
+        "or set FILECAST_PG_BIN to the folder holding initdb and postgres"
+    )
 
 
 def _run_as() -> tuple[int, int] | None:
@@ -55,8 +58,10 @@ def _run_as() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise ServiceUnavailable(f"PostgreSQL cannot run as root and there is no `{name}` user: "
-                                 f"`useradd --system {name}` or set FILECAST_PG_USER") from None
+        raise ServiceUnavailable(
+            f"PostgreSQL cannot run as root and there is no `{name}` user: "
+            f"`useradd --system {name}` or set FILECAST_PG_USER"
+        ) from None
     return entry.pw_uid, entry.pw_gid
 
 
@@ -85,18 +90,38 @@ class PostgresServer(Service):
         user_args: dict[str, int] = {} if owner is None else {"user": owner[0], "group": owner[1]}
         try:
             init = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(data), "-U", self.user, f"--pwfile={pwfile}",
-                 "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8",
-                 "--no-sync"],
-                capture_output=True, text=True, cwd=workdir, timeout=120, **user_args,  # type: ignore[call-overload]
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    self.user,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=workdir,
+                timeout=120,
+                **user_args,  # type: ignore[call-overload]
             )
             if init.returncode != 0:
                 raise ServiceUnavailable(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
             pwfile.unlink()
             server_settings = {
-                "listen_addresses": "127.0.0.1", "unix_socket_directories": str(workdir),
-                "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                "shared_buffers": "128MB", "max_connections": "50", "timezone": "UTC",
+                "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": str(workdir),
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "shared_buffers": "128MB",
+                "max_connections": "50",
+                "timezone": "UTC",
                 **(settings or {}),
             }
             args = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port)]
@@ -105,8 +130,7 @@ class PostgresServer(Service):
             log = self.log_path.open("wb")
             if owner is not None:
                 os.chown(self.log_path, *owner)
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                            **user_args)  # type: ignore[call-overload]
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, **user_args)  # type: ignore[call-overload]
             wait_for_port(self.port, self.process, "PostgreSQL")
             self._create_database(bin_dir, user_args)
         except BaseException:
@@ -119,9 +143,25 @@ class PostgresServer(Service):
         deadline = time.monotonic() + 30
         while True:
             result = subprocess.run(
-                [str(bin_dir / "psql"), "-h", str(self.workdir), "-p", str(self.port), "-U", self.user,
-                 "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAtc", f'CREATE DATABASE "{self.database}"'],
-                capture_output=True, text=True, timeout=60, **user_args,  # type: ignore[call-overload]
+                [
+                    str(bin_dir / "psql"),
+                    "-h",
+                    str(self.workdir),
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    "-d",
+                    "postgres",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qAtc",
+                    f'CREATE DATABASE "{self.database}"',
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                **user_args,  # type: ignore[call-overload]
             )
             if result.returncode == 0:
                 return
@@ -138,8 +178,10 @@ class PostgresServer(Service):
         """Run SQL statements as the test superuser (autocommit), e.g. to create test tables."""
         import adbc_driver_postgresql.dbapi
 
-        with adbc_driver_postgresql.dbapi.connect(self.uri(), autocommit=True) as connection, \
-                connection.cursor() as cursor:
+        with (
+            adbc_driver_postgresql.dbapi.connect(self.uri(), autocommit=True) as connection,
+            connection.cursor() as cursor,
+        ):
             for statement in statements:
                 cursor.execute(statement)
 
@@ -193,8 +235,11 @@ ORDER BY customer_id
 
 
 def create_customers(server: PostgresServer, table: str = "customers", rows: int = 100_000) -> None:
-    server.execute(CUSTOMERS_SQL.format(table=table, rows=int(rows)),
-                   f"ALTER TABLE {table} ADD PRIMARY KEY (customer_id)", f"ANALYZE {table}")
+    server.execute(
+        CUSTOMERS_SQL.format(table=table, rows=int(rows)),
+        f"ALTER TABLE {table} ADD PRIMARY KEY (customer_id)",
+        f"ANALYZE {table}",
+    )
 
 
 def main() -> None:

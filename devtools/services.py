@@ -90,8 +90,7 @@ def azurite_command() -> list[str]:
         if candidate and Path(candidate).exists():
             return [candidate]
     raise ServiceUnavailable(
-        "Azurite is not installed: run `make setup` (it installs Azurite with npm into .tools/) "
-        "or set AZURITE_BIN"
+        "Azurite is not installed: run `make setup` (it installs Azurite with npm into .tools/) or set AZURITE_BIN"
     )
 
 
@@ -150,10 +149,25 @@ class Azurite(Service):
         self.log_path = workdir / "azurite.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [*command, *flags, "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+            [
+                *command,
+                *flags,
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                str(self.queue_port),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(self.table_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
         try:
             for port in (self.blob_port, self.queue_port, self.table_port):
@@ -180,7 +194,7 @@ class Azurite(Service):
 class FtpUser:
     name: str
     password: str
-    home: str = "/"          # login directory, inside the server root
+    home: str = "/"  # login directory, inside the server root
     perm: str = "elradfmwMT"  # pyftpdlib permissions; "elr" = read only
 
 
@@ -194,9 +208,18 @@ class FtpServer(Service):
 
     @classmethod
     def start(
-        cls, root: Path, users: list[FtpUser], *, tls: str = "none", certfile: Path | None = None,
-        keyfile: Path | None = None, refuse_rename_over_existing: bool = False, read_limit: int = 0,
-        epsv: bool = True, masquerade_address: str | None = None, idle_timeout: int | None = None,
+        cls,
+        root: Path,
+        users: list[FtpUser],
+        *,
+        tls: str = "none",
+        certfile: Path | None = None,
+        keyfile: Path | None = None,
+        refuse_rename_over_existing: bool = False,
+        read_limit: int = 0,
+        epsv: bool = True,
+        masquerade_address: str | None = None,
+        idle_timeout: int | None = None,
     ) -> FtpServer:
         self = cls(port=free_port(), root=root)
         root.mkdir(parents=True, exist_ok=True)

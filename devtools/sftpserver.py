@@ -46,7 +46,7 @@ class Disk:
     """Bytes written to the server so far, for `Faults.space`."""
 
     used: int = 0
-    drops: int = 0          # connections cut by `drop_after`
+    drops: int = 0  # connections cut by `drop_after`
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -95,8 +95,9 @@ class FaultySftpServer(asyncssh.SFTPServer):
         if self.faults.space is None:
             return super().statvfs(path)
         free = max(0, self.faults.space - self.disk.used)
-        return asyncssh.SFTPVFSAttrs(bsize=4096, frsize=1, blocks=self.faults.space, bfree=free, bavail=free,
-                                     namemax=255)
+        return asyncssh.SFTPVFSAttrs(
+            bsize=4096, frsize=1, blocks=self.faults.space, bfree=free, bavail=free, namemax=255
+        )
 
     def remove(self, path: bytes) -> None:
         if self.faults.space is not None:
@@ -148,15 +149,21 @@ class SftpTestServer:
 
         async def listen() -> Any:
             return await asyncssh.listen(
-                "127.0.0.1", self.port, server_host_keys=[self.host_key], server_factory=lambda: _Auth(self.users),
+                "127.0.0.1",
+                self.port,
+                server_host_keys=[self.host_key],
+                server_factory=lambda: _Auth(self.users),
                 sftp_factory=lambda chan: FaultySftpServer(chan, self.root, self.faults, self.disk),
-                allow_scp=False, encryption_algs=("aes128-gcm@openssh.com",))
+                allow_scp=False,
+                encryption_algs=("aes128-gcm@openssh.com",),
+            )
 
         self.acceptor = asyncio.run_coroutine_threadsafe(listen(), self.loop).result(30)
         return self
 
     def stop(self) -> None:
         if self.acceptor is not None:
+
             async def close() -> None:
                 self.acceptor.close()
                 await self.acceptor.wait_closed()

@@ -46,8 +46,9 @@ def sshd_binary() -> str:
 
 
 def keygen(path: Path, args: list[str], passphrase: str = "", comment: str = "filecast-test") -> Path:
-    done = subprocess.run(["ssh-keygen", "-q", *args, "-N", passphrase, "-C", comment, "-f", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["ssh-keygen", "-q", *args, "-N", passphrase, "-C", comment, "-f", str(path)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise ServiceUnavailable(f"ssh-keygen failed: {done.stderr.strip()}")
     return path
@@ -57,7 +58,7 @@ def keygen(path: Path, args: list[str], passphrase: str = "", comment: str = "fi
 class SshdSite(VsftpdSite):
     """Files, users and keys every sshd of a session serves (`owner_of`, `remove` as vsftpd's)."""
 
-    keys: dict[str, Path] = field(default_factory=dict)        # client key name → private key file
+    keys: dict[str, Path] = field(default_factory=dict)  # client key name → private key file
     passphrases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -134,21 +135,37 @@ class Sshd(Service):
         self.log_path = site.base / f"sshd-{port}.log"
         names = " ".join(u.name for u in site.users)
         lines = [
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+            f"Port {port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {self.host_key}",
             f"PidFile {site.base}/sshd-{port}.pid",
-            "UsePAM no", "PasswordAuthentication yes", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            f"AuthorizedKeysFile {site.base}/authorized_keys/%u", "StrictModes no", "PermitRootLogin no",
-            f"AllowUsers {names}", "MaxStartups 50:30:100", "MaxSessions 50", "MaxAuthTries 10",
-            "UseDNS no", "LogLevel VERBOSE", "Subsystem sftp internal-sftp",
+            "UsePAM no",
+            "PasswordAuthentication yes",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            f"AuthorizedKeysFile {site.base}/authorized_keys/%u",
+            "StrictModes no",
+            "PermitRootLogin no",
+            f"AllowUsers {names}",
+            "MaxStartups 50:30:100",
+            "MaxSessions 50",
+            "MaxAuthTries 10",
+            "UseDNS no",
+            "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
             f"Match User {','.join(u.name for u in site.users)}",
             "  ForceCommand internal-sftp -l VERBOSE",
             *([f"  ChrootDirectory {site.root}"] if chroot else []),
-            "  AllowTcpForwarding no", "  X11Forwarding no",
+            "  AllowTcpForwarding no",
+            "  X11Forwarding no",
         ]
         config = site.base / f"sshd-{port}.conf"
         config.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen([sshd_binary(), "-D", "-e", "-f", str(config), "-E", str(self.log_path)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sshd_binary(), "-D", "-e", "-f", str(config), "-E", str(self.log_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for_port(port, self.process, "sshd")
         except ServiceUnavailable as exc:
@@ -164,8 +181,12 @@ class Sshd(Service):
 
     @property
     def fingerprint(self) -> str:
-        done = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return done.stdout.split()[1]
 
     def known_hosts(self) -> str:

@@ -50,16 +50,20 @@ def ensure_system_user(user: FtpUser, home: str) -> bool:
     try:
         account = pwd.getpwnam(user.name)
     except KeyError:
-        done = subprocess.run(["useradd", "--no-create-home", "--home-dir", home, "--shell", SHELL,
-                               "--user-group", user.name], capture_output=True, text=True)
+        done = subprocess.run(
+            ["useradd", "--no-create-home", "--home-dir", home, "--shell", SHELL, "--user-group", user.name],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode not in (0, 9):  # 9: created meanwhile by another session
             raise ServiceUnavailable(f"useradd {user.name} failed: {done.stderr.strip()}") from None
         created = done.returncode == 0
     else:
         created = False
         if account.pw_dir != home or account.pw_shell != SHELL:
-            done = subprocess.run(["usermod", "--home", home, "--shell", SHELL, user.name],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["usermod", "--home", home, "--shell", SHELL, user.name], capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise ServiceUnavailable(f"usermod {user.name} failed: {done.stderr.strip()}")
     done = subprocess.run(["chpasswd"], input=f"{user.name}:{user.password}\n", capture_output=True, text=True)
@@ -72,8 +76,8 @@ def ensure_system_user(user: FtpUser, home: str) -> bool:
 class VsftpdSite:
     """The files and users every vsftpd instance of a session serves."""
 
-    base: Path                      # private folder: configs, logs, and the root
-    root: Path                      # what `/` is for every user
+    base: Path  # private folder: configs, logs, and the root
+    root: Path  # what `/` is for every user
     users: list[FtpUser]
     created: list[str] = field(default_factory=list)  # the system users this site added
 
@@ -133,8 +137,15 @@ class Vsftpd(Service):
 
     @classmethod
     def start(
-        cls, site: VsftpdSite, *, tls: str = "none", certfile: Path | None = None, keyfile: Path | None = None,
-        require_ssl_reuse: bool = True, max_rate: int = 0, pasv_address: str | None = None,
+        cls,
+        site: VsftpdSite,
+        *,
+        tls: str = "none",
+        certfile: Path | None = None,
+        keyfile: Path | None = None,
+        require_ssl_reuse: bool = True,
+        max_rate: int = 0,
+        pasv_address: str | None = None,
     ) -> Vsftpd:
         """Start vsftpd on a free loopback port. `tls`: none | explicit (AUTH TLS required) | implicit."""
         if tls != "none" and (certfile is None or keyfile is None):
@@ -144,25 +155,49 @@ class Vsftpd(Service):
         self = cls(port=port, site=site, config_path=site.base / f"vsftpd-{port}.conf")
         self.log_path = site.base / f"vsftpd-{port}.log"
         lines = {
-            "listen": "YES", "listen_ipv6": "NO", "listen_address": "127.0.0.1", "listen_port": str(port),
-            "background": "NO", "seccomp_sandbox": "NO", "secure_chroot_dir": str(SECURE_CHROOT),
-            "anonymous_enable": "NO", "local_enable": "YES", "write_enable": "YES", "local_umask": "022",
-            "chroot_local_user": "YES", "passwd_chroot_enable": "YES", "allow_writeable_chroot": "YES",
-            "pam_service_name": "vsftpd", "userlist_enable": "NO",
-            "pasv_enable": "YES", "port_enable": "NO", "use_localtime": "NO", "dirmessage_enable": "NO",
-            "xferlog_enable": "YES", "xferlog_std_format": "NO", "log_ftp_protocol": "YES",
-            "vsftpd_log_file": str(self.log_path), "syslog_enable": "NO",
+            "listen": "YES",
+            "listen_ipv6": "NO",
+            "listen_address": "127.0.0.1",
+            "listen_port": str(port),
+            "background": "NO",
+            "seccomp_sandbox": "NO",
+            "secure_chroot_dir": str(SECURE_CHROOT),
+            "anonymous_enable": "NO",
+            "local_enable": "YES",
+            "write_enable": "YES",
+            "local_umask": "022",
+            "chroot_local_user": "YES",
+            "passwd_chroot_enable": "YES",
+            "allow_writeable_chroot": "YES",
+            "pam_service_name": "vsftpd",
+            "userlist_enable": "NO",
+            "pasv_enable": "YES",
+            "port_enable": "NO",
+            "use_localtime": "NO",
+            "dirmessage_enable": "NO",
+            "xferlog_enable": "YES",
+            "xferlog_std_format": "NO",
+            "log_ftp_protocol": "YES",
+            "vsftpd_log_file": str(self.log_path),
+            "syslog_enable": "NO",
             "local_max_rate": str(max_rate),
         }
         if pasv_address:
             lines["pasv_address"] = pasv_address
         if tls != "none":
-            lines.update({
-                "ssl_enable": "YES", "rsa_cert_file": str(certfile), "rsa_private_key_file": str(keyfile),
-                "force_local_logins_ssl": "YES", "force_local_data_ssl": "YES",
-                "require_ssl_reuse": "YES" if require_ssl_reuse else "NO",
-                "ssl_ciphers": "HIGH", "ssl_request_cert": "NO", "implicit_ssl": "YES" if tls == "implicit" else "NO",
-            })
+            lines.update(
+                {
+                    "ssl_enable": "YES",
+                    "rsa_cert_file": str(certfile),
+                    "rsa_private_key_file": str(keyfile),
+                    "force_local_logins_ssl": "YES",
+                    "force_local_data_ssl": "YES",
+                    "require_ssl_reuse": "YES" if require_ssl_reuse else "NO",
+                    "ssl_ciphers": "HIGH",
+                    "ssl_request_cert": "NO",
+                    "implicit_ssl": "YES" if tls == "implicit" else "NO",
+                }
+            )
         self.config_path.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
         self._spawn()
         return self
@@ -170,8 +205,9 @@ class Vsftpd(Service):
     def _spawn(self) -> None:
         assert self.site is not None
         stderr_path = self.site.base / f"vsftpd-{self.port}.stderr"
-        self.process = subprocess.Popen([vsftpd_binary(), str(self.config_path)], stdout=subprocess.DEVNULL,
-                                        stderr=stderr_path.open("ab"))
+        self.process = subprocess.Popen(
+            [vsftpd_binary(), str(self.config_path)], stdout=subprocess.DEVNULL, stderr=stderr_path.open("ab")
+        )
         try:
             wait_for_port(self.port, self.process, "vsftpd")
         except ServiceUnavailable as exc:

@@ -36,8 +36,11 @@ WORK = REPO / ".demo"
 
 BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")  # no escapes in a log file
 # The `filecast` command `make setup` installs into the venv (`python -m core` is the same program).
-FILECAST = [str(Path(sys.executable).parent / "filecast")] if (Path(sys.executable).parent / "filecast").exists() \
+FILECAST = (
+    [str(Path(sys.executable).parent / "filecast")]
+    if (Path(sys.executable).parent / "filecast").exists()
     else [sys.executable, "-m", "core"]
+)
 
 
 def banner(text: str) -> None:
@@ -58,20 +61,30 @@ def main() -> int:
     shutil.copyfile(database, warehouse)
     password = secrets.token_urlsafe(12)
     shutil.rmtree(WORK / "sftp", ignore_errors=True)
-    with Azurite.start(WORK / "azurite") as azurite, \
-            FtpServer.start(WORK / "ftp" / "root", [FtpUser("alex", password, "/home/alex")]) as ftp, \
-            SftpTestServer(WORK / "sftp" / "home" / "alex", {"alex": password}) as sftp:
-        banner(f"Azurite on 127.0.0.1:{azurite.blob_port}, FTP server on 127.0.0.1:{ftp.port}, SFTP server on "
-               f"127.0.0.1:{sftp.port} (host key {sftp.fingerprint})")
+    with (
+        Azurite.start(WORK / "azurite") as azurite,
+        FtpServer.start(WORK / "ftp" / "root", [FtpUser("alex", password, "/home/alex")]) as ftp,
+        SftpTestServer(WORK / "sftp" / "home" / "alex", {"alex": password}) as sftp,
+    ):
+        banner(
+            f"Azurite on 127.0.0.1:{azurite.blob_port}, FTP server on 127.0.0.1:{ftp.port}, SFTP server on "
+            f"127.0.0.1:{sftp.port} (host key {sftp.fingerprint})"
+        )
         doc = yaml.safe_load((REPO / "examples" / "catalog.yaml").read_text(encoding="utf-8"))
         doc["sources"]["warehouse"]["database"] = str(warehouse)
         doc["destinations"]["partner_ftp"]["port"] = ftp.port
         doc["destinations"]["partner_sftp"].update(port=sftp.port, host_key=sftp.fingerprint)
         catalog = WORK / "catalog.yaml"
         catalog.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        env = dict(os.environ, FILECAST_LOCAL_SETTINGS=os.devnull, AzureWebJobsStorage=azurite.connection_string,
-                   DEMO_EXPORT_STORAGE=azurite.connection_string, DEMO_FTP_PASSWORD=password,
-                   DEMO_SFTP_PASSWORD=password, PYTHONPATH=str(REPO))
+        env = dict(
+            os.environ,
+            FILECAST_LOCAL_SETTINGS=os.devnull,
+            AzureWebJobsStorage=azurite.connection_string,
+            DEMO_EXPORT_STORAGE=azurite.connection_string,
+            DEMO_FTP_PASSWORD=password,
+            DEMO_SFTP_PASSWORD=password,
+            PYTHONPATH=str(REPO),
+        )
 
         banner("filecast validate --probe examples/catalog.yaml")
         if core("validate", "--probe", str(catalog), env=env).returncode != 0:
@@ -113,14 +126,18 @@ def main() -> int:
         history = json.loads(core("runs", "french_adults_changes", env=env).stdout)
         for record in history:
             rows = record["rows"]
-            print(f"  {record['run_id']}  {record['status']}  read {rows['read']}, exported {rows['exported']} "
-                  f"(added {rows['added']}, updated {rows['updated']}, removed {rows['removed']})  "
-                  f"{record['finished_at']}")
+            print(
+                f"  {record['run_id']}  {record['status']}  read {rows['read']}, exported {rows['exported']} "
+                f"(added {rows['added']}, updated {rows['updated']}, removed {rows['removed']})  "
+                f"{record['finished_at']}"
+            )
     ftp_files = WORK / "ftp" / "root" / "home" / "alex" / "exports" / "daily"
     banner("done: " + ("something failed, see above" if failed else "every step succeeded"))
-    print(f"Stopped Azurite, the FTP server and the SFTP server. The FTP files are still in "
-          f"{ftp_files.relative_to(REPO)}/ and the SFTP files in {(WORK / 'sftp').relative_to(REPO)}/; Azurite kept "
-          "its blobs in memory, so they are gone (run `make demo` again to see them).")
+    print(
+        f"Stopped Azurite, the FTP server and the SFTP server. The FTP files are still in "
+        f"{ftp_files.relative_to(REPO)}/ and the SFTP files in {(WORK / 'sftp').relative_to(REPO)}/; Azurite kept "
+        "its blobs in memory, so they are gone (run `make demo` again to see them)."
+    )
     return 1 if failed else 0
 
 

@@ -37,6 +37,7 @@ Result = tuple[subprocess.CompletedProcess[str], dict[str, Any]]
 
 # --- catalogs and the CLI -------------------------------------------------------------------------
 
+
 def write_catalog(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
@@ -53,14 +54,26 @@ def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m core …` in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, env=_cli_env(env),
-                          cwd=cwd or REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        capture_output=True,
+        text=True,
+        env=_cli_env(env),
+        cwd=cwd or REPO,
+        timeout=600,
+    )
 
 
 def background_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """`python -m core …` started, not awaited, with the environment `cli` builds; see `finished`."""
-    return subprocess.Popen([sys.executable, "-m", "core", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_cli_env(env), cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(env),
+        cwd=REPO,
+    )
 
 
 def run_record(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -84,6 +97,7 @@ def failed(result: subprocess.CompletedProcess[str], record: dict[str, Any], cod
 
 # --- services and property tests ------------------------------------------------------------------
 
+
 def unavailable(what: str, exc: Exception) -> None:
     """Skip the test for want of a service, or fail it under FILECAST_REQUIRE_SERVICES=1 (CI)."""
     message = f"{what}{UNAVAILABLE}{exc}"
@@ -104,8 +118,9 @@ AT = "2025-04-14T06:00:00Z"
 SMALL = "select * from customers where customer_id <= 3000"
 
 
-def customers_catalog(demo_db: Path, destination: dict[str, Any], *, sql: str | None = None,
-                      **activation: Any) -> dict[str, Any]:
+def customers_catalog(
+    demo_db: Path, destination: dict[str, Any], *, sql: str | None = None, **activation: Any
+) -> dict[str, Any]:
     """Activation `export`: the demo's customers (or `sql`) as `;`-separated CSV to `destination`."""
     model: dict[str, Any] = {"source": "warehouse", "primary_key": ["customer_id"]}
     model.update({"sql": sql} if sql else {"table": "customers"})
@@ -113,8 +128,16 @@ def customers_catalog(demo_db: Path, destination: dict[str, Any], *, sql: str | 
         "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
         "models": {"customers": model},
         "destinations": {"target": destination},
-        "activations": {"export": {"model": "customers", "destination": "target", "format": "csv",
-                                   "file_name": "export", "csv": {"delimiter": ";"}, **activation}},
+        "activations": {
+            "export": {
+                "model": "customers",
+                "destination": "target",
+                "format": "csv",
+                "file_name": "export",
+                "csv": {"delimiter": ";"},
+                **activation,
+            }
+        },
     }
 
 
@@ -153,7 +176,7 @@ class Watcher:
 
     def __init__(self, stored: Path):
         self.stored = stored
-        self.seen: dict[str, int] = {}   # md5 of what the reader read → how often
+        self.seen: dict[str, int] = {}  # md5 of what the reader read → how often
         self.temps: set[str] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.watch)
@@ -179,6 +202,7 @@ class Watcher:
 
 # --- FULL THEN DELTA runs of a small `people` table -----------------------------------------------
 
+
 def mutate(path: Path, *statements: str) -> None:
     import duckdb
 
@@ -193,10 +217,18 @@ def people_catalog(db: Path, destination: dict[str, Any], mode: str, **extra: An
         "sources": {"db": {"type": "duckdb", "database": str(db)}},
         "models": {"people": {"source": "db", "table": "people", "primary_key": ["id"]}},
         "destinations": {"target": destination},
-        "activations": {"sync": {
-            "model": "people", "destination": "target", "file_name": "people_{YYYY}{MM}{DD}", "format": "csv",
-            "mapping": [{"from": "id", "to": "id"}, {"from": "name", "to": "name"}, {"from": "age", "to": "age"}],
-            "run_type": "full_then_delta", "sync_mode": mode, **extra}},
+        "activations": {
+            "sync": {
+                "model": "people",
+                "destination": "target",
+                "file_name": "people_{YYYY}{MM}{DD}",
+                "format": "csv",
+                "mapping": [{"from": "id", "to": "id"}, {"from": "name", "to": "name"}, {"from": "age", "to": "age"}],
+                "run_type": "full_then_delta",
+                "sync_mode": mode,
+                **extra,
+            }
+        },
     }
 
 
@@ -211,8 +243,12 @@ class Target:
         self.kind, self.azurite, self.ftp_server, self.tmp_path = kind, azurite, ftp_server, tmp_path
         self.sftp = sftp  # tests.integration.sftp_target.SftpTarget, for kind "sftp"
         self.folder = f"delta-{tmp_path.name}"[:60].lower().replace("_", "-")
-        self.env = {"AzureWebJobsStorage": azurite.connection_string, "OUT": azurite.connection_string,
-                    "FTP_PW": "alex-secret-pw", "FILECAST_TABLE_PREFIX": "d" + self.folder.replace("-", "")[-20:]}
+        self.env = {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "OUT": azurite.connection_string,
+            "FTP_PW": "alex-secret-pw",
+            "FILECAST_TABLE_PREFIX": "d" + self.folder.replace("-", "")[-20:],
+        }
         if sftp is not None:
             self.env.update(sftp.env())
 
@@ -220,8 +256,13 @@ class Target:
         if self.kind == "sftp":
             return dict(self.sftp.destination())
         if self.kind == "ftp":
-            return {"type": "ftp", "host": "127.0.0.1", "port": self.ftp_server.port, "username": "alex",
-                    "password_setting": "FTP_PW"}
+            return {
+                "type": "ftp",
+                "host": "127.0.0.1",
+                "port": self.ftp_server.port,
+                "username": "alex",
+                "password_setting": "FTP_PW",
+            }
         return {"type": "azure_blob", "container": "delta", "connection_setting": "OUT", "create_container": True}
 
     def run(self, db: Path, mode: str, day: int, *args: str) -> dict[str, Any]:
@@ -257,7 +298,7 @@ def functions() -> dict[str, Any]:
     """The app's functions by name (function_app imported on first use)."""
     import function_app
 
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return {str(f.get_function_name()): f for f in function_app.app.get_functions()}
 
 
 def call(name: str, *args: Any) -> Any:
@@ -277,27 +318,63 @@ def functions_catalog(demo_db: Path, azurite: Any) -> dict[str, Any]:
     """Activation `small`: 500 customers as CSV to an Azurite container, daily at 06:00."""
     return {
         "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": {"source": "warehouse", "sql": "select * from customers where customer_id <= 500",
-                                 "primary_key": ["customer_id"]}},
-        "destinations": {"lake": {"type": "azure_blob", "container": "fn-exports", "connection_setting":
-                                  "FN_EXPORT_STORAGE", "create_container": True}},
-        "activations": {"small": {"model": "customers", "destination": "lake", "file_name": "small_{run_id}",
-                                  "format": "csv", "schedule": "0 6 * * *"}},
+        "models": {
+            "customers": {
+                "source": "warehouse",
+                "sql": "select * from customers where customer_id <= 500",
+                "primary_key": ["customer_id"],
+            }
+        },
+        "destinations": {
+            "lake": {
+                "type": "azure_blob",
+                "container": "fn-exports",
+                "connection_setting": "FN_EXPORT_STORAGE",
+                "create_container": True,
+            }
+        },
+        "activations": {
+            "small": {
+                "model": "customers",
+                "destination": "lake",
+                "file_name": "small_{run_id}",
+                "format": "csv",
+                "schedule": "0 6 * * *",
+            }
+        },
     }
 
 
-def apply(env: dict[str, Any], demo_db: Path, activations: dict[str, Any], sql: str | None = None,
-          destinations: dict[str, Any] | None = None) -> None:
+def apply(
+    env: dict[str, Any],
+    demo_db: Path,
+    activations: dict[str, Any],
+    sql: str | None = None,
+    destinations: dict[str, Any] | None = None,
+) -> None:
     """PUT a catalog of the demo's customers with `activations` (CSV to `env`'s container by default)."""
     doc = {
         "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": {"source": "warehouse",
-                                 "sql": sql or "select * from customers where customer_id <= 500",
-                                 "primary_key": ["customer_id"]}},
-        "destinations": destinations or {"out": {"type": "azure_blob", "container": env["container"],
-                                                 "connection_setting": "OUT_STORAGE", "create_container": True}},
-        "activations": {name: {"model": "customers", "destination": "out", "format": "csv", **spec}
-                        for name, spec in activations.items()},
+        "models": {
+            "customers": {
+                "source": "warehouse",
+                "sql": sql or "select * from customers where customer_id <= 500",
+                "primary_key": ["customer_id"],
+            }
+        },
+        "destinations": destinations
+        or {
+            "out": {
+                "type": "azure_blob",
+                "container": env["container"],
+                "connection_setting": "OUT_STORAGE",
+                "create_container": True,
+            }
+        },
+        "activations": {
+            name: {"model": "customers", "destination": "out", "format": "csv", **spec}
+            for name, spec in activations.items()
+        },
     }
     status, body = http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(doc).encode())
     assert status == 200, body
@@ -307,9 +384,9 @@ def tick(monkeypatch: pytest.MonkeyPatch, now: datetime) -> None:
     """The scheduler's timer fires at `now`."""
     from azure.functions.timer import TimerRequest
 
-    import core.service
+    import core.control.service
 
-    monkeypatch.setattr(core.service, "utcnow", lambda: now)
+    monkeypatch.setattr(core.control.service, "utcnow", lambda: now)
     call("scheduler", TimerRequest(past_due=False))
 
 

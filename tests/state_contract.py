@@ -23,9 +23,7 @@ def entries(n: int, seed: int = 0) -> Entries:
     hi = np.unique(rng.integers(0, 2**64 - 1, n + n // 10 + 8, dtype=np.uint64))[:n]
     rng.shuffle(hi)
     hi = np.sort(hi[:n])
-    return Entries(
-        hi, rng.integers(0, 2**64 - 1, n, dtype=np.uint64), rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
-    )
+    return Entries(hi, rng.integers(0, 2**64 - 1, n, dtype=np.uint64), rng.integers(0, 2**64 - 1, n, dtype=np.uint64))
 
 
 def chunks(e: Entries, size: int) -> Iterator[Entries]:
@@ -61,11 +59,7 @@ class StoreContract:
         data = entries(2500, seed=1)
         commit(store, "a1", data, mode="upsert")
         loaded = store.load("a1")
-        assert (
-            loaded.info is not None
-            and loaded.info.rows == 2500
-            and dict(loaded.info.meta) == {"mode": "upsert"}
-        )
+        assert loaded.info is not None and loaded.info.rows == 2500 and dict(loaded.info.meta) == {"mode": "upsert"}
         assert same(loaded.entries, data)
 
     def test_empty_state_is_not_no_state(self, store: StateStore) -> None:
@@ -126,7 +120,12 @@ class StoreContract:
         peeked, loaded = store.peek("p1"), store.load("p1")
         assert peeked.info is not None and loaded.info is not None
         assert (peeked.info.generation, peeked.info.rows, dict(peeked.info.meta), peeked.token, peeked.pending) == (
-            loaded.info.generation, 3000, {"mode": "upsert"}, loaded.token, False)
+            loaded.info.generation,
+            3000,
+            {"mode": "upsert"},
+            loaded.token,
+            False,
+        )
         assert same(store.read_entries(peeked), data)
         staged = store.write("p1", store.begin("p1"), [entries(7, seed=32)])
         store.stage(staged, loaded)
@@ -217,9 +216,7 @@ class StoreContract:
         generation = store.begin("b1")
         table = pa.table({"id": list(range(5000)), "name": [f"n{i}" for i in range(5000)]})
         sink = store.open_payload("b1", generation)
-        with pa.ipc.new_stream(
-            sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")
-        ) as writer:
+        with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
             writer.write_table(table, max_chunksize=700)
         sink.close()
         info = store.write("b1", generation, [entries(1)], payload=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..catalog import Destination as DestinationConfig
+from ..catalog.model import Destination as DestinationConfig
 from ..settings import Settings
 from .base import Destination, Upload
 

@@ -20,7 +20,7 @@ Authentication, from the catalog's destination:
 
 Throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults are retried with capped
 exponential backoff and jitter (`ExportRetry`, in `azure_errors.py`); what is left is mapped by
-`map_azure_errors` (core/azure_errors.py, the one Azure error boundary).
+`map_azure_errors` (core/azure/errors.py, the one Azure error boundary).
 """
 
 from __future__ import annotations
@@ -41,24 +41,38 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from ..azure_errors import Access, map_azure_errors
-from ..catalog import Destination as DestinationConfig
+from ..azure.errors import Access, map_azure_errors
+from ..azure.retry import TIMEOUT_SETTING, ExportRetry, timeouts
+from ..catalog.model import Destination as DestinationConfig
 from ..error_codes import ErrorCode
 from ..errors import DestinationError
 from ..settings import Settings
-from .azure_errors import TIMEOUT_SETTING, ExportRetry, timeouts
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 8 * 1024 * 1024  # first block size; staged while the next one fills
-MAX_IN_FLIGHT = 4             # blocks of BLOCK_SIZE being sent at once
-MAX_BLOCKS = 50_000           # the service's limit of committed blocks per blob
+MAX_IN_FLIGHT = 4  # blocks of BLOCK_SIZE being sent at once
+MAX_BLOCKS = 50_000  # the service's limit of committed blocks per blob
 SAS_WARNING_WINDOW = timedelta(days=7)
 SAS_CLOCK_SKEW = timedelta(minutes=5)
 
-_SAS_PERMISSIONS = {"r": "read", "a": "add", "c": "create", "w": "write", "d": "delete", "x": "delete version",
-                    "y": "permanent delete", "l": "list", "t": "tags", "f": "find", "m": "move", "e": "execute",
-                    "o": "ownership", "p": "permissions", "i": "set immutability policy"}
+_SAS_PERMISSIONS = {
+    "r": "read",
+    "a": "add",
+    "c": "create",
+    "w": "write",
+    "d": "delete",
+    "x": "delete version",
+    "y": "permanent delete",
+    "l": "list",
+    "t": "tags",
+    "f": "find",
+    "m": "move",
+    "e": "execute",
+    "o": "ownership",
+    "p": "permissions",
+    "i": "set immutability policy",
+}
 
 
 def block_size(index: int) -> int:
@@ -125,9 +139,9 @@ class BlobUpload:
         self.access = access
         self.token = secrets.token_hex(8)
         self.block_ids: list[str] = []
-        self.size = 0                              # bytes written
+        self.size = 0  # bytes written
         self.md5: bytes | None = None
-        self._chunks: list[bytes] = []             # the writes of the block filling
+        self._chunks: list[bytes] = []  # the writes of the block filling
         self._pending = 0
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)  # bytes in flight stay bounded
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,7 +158,7 @@ class BlobUpload:
         if len(data) > 2 * BLOCK_SIZE:
             view = memoryview(data)
             for offset in range(0, len(data), BLOCK_SIZE):
-                await self.write(bytes(view[offset:offset + BLOCK_SIZE]))
+                await self.write(bytes(view[offset : offset + BLOCK_SIZE]))
             return
         target = block_size(len(self.block_ids))
         self.size += len(data)
@@ -163,7 +177,8 @@ class BlobUpload:
             raise DestinationError(
                 f"`{self.path}` is larger than one blob can hold when uploaded in blocks ({MAX_BLOCKS} blocks, "
                 f"{_human(max_blob_size())}): set `max_file_size` on the activation to split it into parts",
-                code=ErrorCode.FILE_TOO_LARGE)
+                code=ErrorCode.FILE_TOO_LARGE,
+            )
         block_id = f"filecast-{self.token}-{len(self.block_ids):06d}"  # fixed length, as the service requires
         self.block_ids.append(block_id)
         units = min(max(1, len(block) // BLOCK_SIZE), MAX_IN_FLIGHT)  # bigger blocks take more slots
@@ -200,20 +215,30 @@ class BlobUpload:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._check()
         if size != self.size:
-            raise DestinationError(f"size mismatch for `{self.path}`: the writer produced {size} bytes, "
-                                   f"{self.size} were staged", code=ErrorCode.SIZE_MISMATCH)
+            raise DestinationError(
+                f"size mismatch for `{self.path}`: the writer produced {size} bytes, {self.size} were staged",
+                code=ErrorCode.SIZE_MISMATCH,
+            )
         self.md5 = md5
 
     async def publish(self) -> None:
         """Commit the block list: the blob appears (or is replaced) whole, with its type and MD5."""
-        settings = ContentSettings(content_type=self.content_type,
-                                   content_md5=bytearray(self.md5) if self.md5 is not None else None)
+        settings = ContentSettings(
+            content_type=self.content_type, content_md5=bytearray(self.md5) if self.md5 is not None else None
+        )
         with map_azure_errors(f"commit `{self.path}`", self.where, self.access):
-            await self.blob.commit_block_list([BlobBlock(block_id=b) for b in self.block_ids],
-                                              content_settings=settings)
+            await self.blob.commit_block_list(
+                [BlobBlock(block_id=b) for b in self.block_ids], content_settings=settings
+            )
         elapsed = time.monotonic() - self._started
-        log.info("committed `%s` in %s: %d bytes in %d blocks, %.1f s", self.path, self.where, self.size,
-                 len(self.block_ids), elapsed)
+        log.info(
+            "committed `%s` in %s: %d bytes in %d blocks, %.1f s",
+            self.path,
+            self.where,
+            self.size,
+            len(self.block_ids),
+            elapsed,
+        )
 
     async def discard(self) -> None:
         """Stop sending; staged blocks stay uncommitted (invisible) until the service drops them."""
@@ -224,8 +249,7 @@ class BlobUpload:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._chunks, self._pending = [], 0
         if self.block_ids:
-            log.info("discarded `%s`: %d staged blocks left uncommitted, never visible", self.path,
-                     len(self.block_ids))
+            log.info("discarded `%s`: %d staged blocks left uncommitted, never visible", self.path, len(self.block_ids))
 
 
 class AzureBlobDestination:
@@ -240,7 +264,11 @@ class AzureBlobDestination:
     """
 
     def __init__(
-        self, config: DestinationConfig, settings: Settings, *, credential: Any = None,
+        self,
+        config: DestinationConfig,
+        settings: Settings,
+        *,
+        credential: Any = None,
         client_options: Mapping[str, Any] | None = None,
     ):
         if config.container is None:
@@ -256,7 +284,11 @@ class AzureBlobDestination:
         self.where = f"container `{config.container}` of storage account `{self.client.account_name}`"
 
     def _connector(
-        self, config: DestinationConfig, settings: Settings, credential: Any, client_options: dict[str, Any],
+        self,
+        config: DestinationConfig,
+        settings: Settings,
+        credential: Any,
+        client_options: dict[str, Any],
     ) -> tuple[Callable[[], ContainerClient], Access]:
         """How to make the client, checked once: bad settings fail here, before any work."""
         container = config.container
@@ -273,38 +305,52 @@ class AzureBlobDestination:
             try:
                 ContainerClient.from_connection_string(conn, container, **options())
             except (ValueError, TypeError):
-                raise DestinationError(f"app setting `{setting}` is not a valid storage connection string: it "
-                                       "should look like `DefaultEndpointsProtocol=https;AccountName=…;"
-                                       "AccountKey=…`", code=ErrorCode.BAD_CREDENTIALS) from None
-            return (lambda: ContainerClient.from_connection_string(conn, container, **options())), \
-                Access("connection_string", setting)
+                raise DestinationError(
+                    f"app setting `{setting}` is not a valid storage connection string: it "
+                    "should look like `DefaultEndpointsProtocol=https;AccountName=…;"
+                    "AccountKey=…`",
+                    code=ErrorCode.BAD_CREDENTIALS,
+                ) from None
+            return (lambda: ContainerClient.from_connection_string(conn, container, **options())), Access(
+                "connection_string", setting
+            )
         if config.sas_url_setting:
             setting = config.sas_url_setting
             url = settings.secret(setting, purpose=f"container SAS URL of destination `{config.id}`")
             if not parse_qs(urlsplit(url).query).get("sig"):
-                raise DestinationError(f"app setting `{setting}` has no SAS token: it must be the container URL "
-                                       "followed by `?sv=…&sig=…`", code=ErrorCode.BAD_CREDENTIALS)
+                raise DestinationError(
+                    f"app setting `{setting}` has no SAS token: it must be the container URL followed by `?sv=…&sig=…`",
+                    code=ErrorCode.BAD_CREDENTIALS,
+                )
             try:
                 client = ContainerClient.from_container_url(url, **options())
             except (ValueError, TypeError):
-                raise DestinationError(f"app setting `{setting}` is not a container SAS URL: it should look like "
-                                       "`https://<account>.blob.core.windows.net/<container>?sv=…&sig=…`",
-                                       code=ErrorCode.BAD_CREDENTIALS) from None
+                raise DestinationError(
+                    f"app setting `{setting}` is not a container SAS URL: it should look like "
+                    "`https://<account>.blob.core.windows.net/<container>?sv=…&sig=…`",
+                    code=ErrorCode.BAD_CREDENTIALS,
+                ) from None
             if client.container_name != container:
                 raise DestinationError(
                     f"the SAS URL in app setting `{setting}` is for container `{client.container_name}`, but "
                     f"destination `{config.id}` writes to container `{container}`: use a SAS URL of `{container}`",
-                    code=ErrorCode.BAD_CREDENTIALS)
+                    code=ErrorCode.BAD_CREDENTIALS,
+                )
             self.where = f"container `{container}` of storage account `{client.account_name}`"
             self._check_sas(url, setting)
             return (lambda: ContainerClient.from_container_url(url, **options())), Access("sas", setting)
         account_url = config.account_url
         if not account_url:
-            raise DestinationError(f"destination `{config.id}` needs one of `connection_setting`, `sas_url_setting` "
-                                   "or `account_url`", code=ErrorCode.INVALID_CATALOG)
+            raise DestinationError(
+                f"destination `{config.id}` needs one of `connection_setting`, `sas_url_setting` or `account_url`",
+                code=ErrorCode.INVALID_CATALOG,
+            )
         if urlsplit(account_url).scheme != "https":
-            raise DestinationError(f"`account_url` of destination `{config.id}` must start with https://: a managed "
-                                   "identity's token is only ever sent over HTTPS", code=ErrorCode.BAD_CREDENTIALS)
+            raise DestinationError(
+                f"`account_url` of destination `{config.id}` must start with https://: a managed "
+                "identity's token is only ever sent over HTTPS",
+                code=ErrorCode.BAD_CREDENTIALS,
+            )
 
         def connect() -> ContainerClient:
             token_credential = credential
@@ -324,33 +370,39 @@ class AzureBlobDestination:
         if expiry is not None and expiry <= now:
             raise DestinationError(
                 f"the SAS token in app setting `{setting}` expired at {expiry:%Y-%m-%dT%H:%M:%SZ}: generate a new one "
-                "with write (`w`) and create (`c`) permissions and update the setting", code=ErrorCode.SAS_EXPIRED)
+                "with write (`w`) and create (`c`) permissions and update the setting",
+                code=ErrorCode.SAS_EXPIRED,
+            )
         if start is not None and start > now + SAS_CLOCK_SKEW:
             raise DestinationError(
                 f"the SAS token in app setting `{setting}` is not valid before {start:%Y-%m-%dT%H:%M:%SZ}: wait, or "
-                "generate one whose start time has passed", code=ErrorCode.BAD_CREDENTIALS)
+                "generate one whose start time has passed",
+                code=ErrorCode.BAD_CREDENTIALS,
+            )
         granted = values.get("sp", [None])[0]
         if granted is not None and not {"w", "c"} & set(granted):
             names = ", ".join(_SAS_PERMISSIONS.get(p, p) for p in granted) or "none"
             raise DestinationError(
                 f"permission denied to write in {self.where}: the SAS token in app setting `{setting}` grants "
                 f"`{granted}` ({names}); it needs write (`w`) and create (`c`) permissions",
-                code=ErrorCode.PERMISSION_DENIED)
+                code=ErrorCode.PERMISSION_DENIED,
+            )
         if expiry is not None and expiry - now <= SAS_WARNING_WINDOW:
             days = (expiry - now).total_seconds() / 86400
-            self.warnings.append({
-                "code": "sas_expiring",
-                "message": f"the SAS token in app setting `{setting}` expires at {expiry:%Y-%m-%dT%H:%M:%SZ} "
-                           f"(in {days:.1f} days): generate a new one and update the setting before then",
-            })
+            self.warnings.append(
+                {
+                    "code": "sas_expiring",
+                    "message": f"the SAS token in app setting `{setting}` expires at {expiry:%Y-%m-%dT%H:%M:%SZ} "
+                    f"(in {days:.1f} days): generate a new one and update the setting before then",
+                }
+            )
 
     async def __aenter__(self) -> AzureBlobDestination:
         if self._closed:
             self.client, self._closed = self._connect(), False
         try:
             if self.config.create_container and self.access.mode != "sas":  # a container SAS cannot create one
-                with map_azure_errors("create the container", self.where, self.access), \
-                        suppress(ResourceExistsError):
+                with map_azure_errors("create the container", self.where, self.access), suppress(ResourceExistsError):
                     await self.client.create_container()
         except BaseException:
             await self._close()

@@ -36,7 +36,7 @@ from typing import Any
 
 import aioftp
 
-from ..catalog import Destination as DestinationConfig
+from ..catalog.model import Destination as DestinationConfig
 from ..error_codes import ErrorCode
 from ..errors import DestinationError, DestinationUnavailable
 from ..settings import Settings
@@ -45,11 +45,11 @@ from .ftp_errors import FtpContext, map_ftp_errors
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 30.0                          # seconds; app setting FILECAST_FTP_TIMEOUT overrides
+TIMEOUT = 30.0  # seconds; app setting FILECAST_FTP_TIMEOUT overrides
 TIMEOUT_SETTING = "FILECAST_FTP_TIMEOUT"
-WRITE_SIZE = 256 * 1024                 # smallest data-connection write (aioftp's 8 KiB halves throughput)
-STALE_AFTER = timedelta(hours=24)       # a leftover temporary file this old belongs to no live run
-IDLE_CHECK = 30.0                       # a pooled connection idle this long is checked (NOOP) before reuse
+WRITE_SIZE = 256 * 1024  # smallest data-connection write (aioftp's 8 KiB halves throughput)
+STALE_AFTER = timedelta(hours=24)  # a leftover temporary file this old belongs to no live run
+IDLE_CHECK = 30.0  # a pooled connection idle this long is checked (NOOP) before reuse
 TEMP = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{8}\.filecast-(?:tmp|old)$")
 
 
@@ -119,8 +119,11 @@ class FtpUpload:
         self.owner.release(self.client)
         self.client = None
         if stored is not None and stored != size:
-            raise self.context.error(f"the FTP server {self.context.host} stored {stored} bytes of `{self.path}` "
-                                     f"instead of {size}", ErrorCode.SIZE_MISMATCH, DestinationUnavailable)
+            raise self.context.error(
+                f"the FTP server {self.context.host} stored {stored} bytes of `{self.path}` instead of {size}",
+                ErrorCode.SIZE_MISMATCH,
+                DestinationUnavailable,
+            )
 
     async def publish(self) -> None:
         client = await self.owner.acquire()
@@ -144,8 +147,10 @@ class FtpUpload:
         # Some servers (IIS, some NAS) refuse to rename over an existing file. Move the old one aside
         # rather than delete it, so it can be put back if the second rename fails too.
         aside = self.temp.removesuffix("tmp") + "old"
-        message = (f"{self.context.host} refused to rename over the existing `{self.path}`; moving the old file "
-                   "aside first, so the name is briefly absent")
+        message = (
+            f"{self.context.host} refused to rename over the existing `{self.path}`; moving the old file "
+            "aside first, so the name is briefly absent"
+        )
         log.warning("%s", message)
         if not any(w["code"] == "ftp_replace_in_two_steps" for w in self.owner.warnings):
             self.owner.warnings.append({"code": "ftp_replace_in_two_steps", "message": message})
@@ -161,8 +166,7 @@ class FtpUpload:
         try:
             await client.remove_file(aside)
         except Exception as exc:
-            log.warning("could not delete `%s` (the replaced `%s`) on %s: %s", aside, self.path, self.context.host,
-                        exc)
+            log.warning("could not delete `%s` (the replaced `%s`) on %s: %s", aside, self.path, self.context.host, exc)
 
     async def discard(self) -> None:
         client, self.client = self.client, None
@@ -185,7 +189,8 @@ class FtpDestination:
         self.config = config
         self.password = (
             settings.secret(config.password_setting, purpose=f"FTP password of {config.id}")
-            if config.password_setting else ""
+            if config.password_setting
+            else ""
         )
         self.timeout = timeout or _timeout_setting(settings)
         self.context = FtpContext(config, self.password, self.timeout)
@@ -204,7 +209,8 @@ class FtpDestination:
             raise context.error(
                 f"destinations.{config.id}.passive: active mode (`passive: false`) is not supported: an Azure "
                 "Function cannot accept the server's data connections; use passive mode (the default)",
-                ErrorCode.UNSUPPORTED)
+                ErrorCode.UNSUPPORTED,
+            )
         client = FtpClient(tls=self.tls, implicit=config.tls == "implicit", timeout=self.timeout)
         try:
             with map_ftp_errors(context, "connect"):
@@ -292,7 +298,8 @@ class FtpDestination:
                 prefix = str(PurePosixPath(*parts[:depth]))
                 with map_ftp_errors(self.context, "create folder", prefix):
                     if parts[depth - 1] in (".", "..", "/") or (
-                            depth < len(parts) and await client.is_folder(prefix, home)):
+                        depth < len(parts) and await client.is_folder(prefix, home)
+                    ):
                         continue
                     await client.command("MKD " + prefix, "257")
         self.folders.add(folder)
@@ -307,8 +314,9 @@ class FtpDestination:
             try:
                 self.listed[folder] = await asyncio.wait_for(client.entries(folder), self.timeout)
             except Exception as exc:
-                log.info("could not list `%s` on %s to clean up old temporary files: %s", folder,
-                         self.context.host, exc)
+                log.info(
+                    "could not list `%s` on %s to clean up old temporary files: %s", folder, self.context.host, exc
+                )
                 try:
                     await asyncio.wait_for(client.command("NOOP", "2xx"), REPLY_GRACE)
                 except Exception:
@@ -323,8 +331,12 @@ class FtpDestination:
                     await client.remove_file(stale)
                     log.info("removed `%s`, left on %s by an earlier failed run", stale, self.context.host)
                 except aioftp.StatusCodeError as exc:
-                    log.info("could not remove the old temporary file `%s` on %s: %s", stale, self.context.host,
-                             " ".join(reply_text(exc)))
+                    log.info(
+                        "could not remove the old temporary file `%s` on %s: %s",
+                        stale,
+                        self.context.host,
+                        " ".join(reply_text(exc)),
+                    )
             else:
                 keep.append((entry, modified))
         self.listed[folder] = keep
@@ -335,16 +347,24 @@ class FtpDestination:
         try:
             client = await self.acquire()
         except Exception as exc:
-            log.warning("could not remove the temporary file `%s` on %s (%s); the next run writing that file "
-                        "removes it", path, self.context.host, exc)
+            log.warning(
+                "could not remove the temporary file `%s` on %s (%s); the next run writing that file removes it",
+                path,
+                self.context.host,
+                exc,
+            )
             return
         try:
             await asyncio.wait_for(client.remove_file(path), self.timeout)
             self.release(client)
         except Exception as exc:
             self.drop(client)
-            log.warning("could not remove the temporary file `%s` on %s (%s); the next run writing that file "
-                        "removes it", path, self.context.host, exc)
+            log.warning(
+                "could not remove the temporary file `%s` on %s (%s); the next run writing that file removes it",
+                path,
+                self.context.host,
+                exc,
+            )
 
 
 def _timeout_setting(settings: Settings, name: str = TIMEOUT_SETTING) -> float:
@@ -356,8 +376,10 @@ def _timeout_setting(settings: Settings, name: str = TIMEOUT_SETTING) -> float:
     except ValueError:
         value = 0.0
     if not 0 < value <= 3600:
-        raise DestinationError(f"app setting `{name}` must be a number of seconds between 0 and 3600, "
-                               f"not `{raw}`", code=ErrorCode.INVALID_SETTING)
+        raise DestinationError(
+            f"app setting `{name}` must be a number of seconds between 0 and 3600, not `{raw}`",
+            code=ErrorCode.INVALID_SETTING,
+        )
     return value
 
 

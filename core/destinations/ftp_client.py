@@ -34,8 +34,8 @@ from aioftp.common import SSLSessionBoundContext, async_enterable
 
 log = logging.getLogger(__name__)
 
-REPLY_GRACE = 5.0                       # seconds to wait for a server to explain a broken transfer
-KEEPALIVE = 60                          # seconds between TCP keep-alives on idle connections
+REPLY_GRACE = 5.0  # seconds to wait for a server to explain a broken transfer
+KEEPALIVE = 60  # seconds between TCP keep-alives on idle connections
 
 
 class DataTlsError(Exception):
@@ -57,8 +57,13 @@ class FtpClient(aioftp.Client):
     """aioftp's client with FTPS data connections in the order servers expect (see the module docstring)."""
 
     def __init__(self, *, tls: ssl.SSLContext | None, implicit: bool, timeout: float):
-        super().__init__(socket_timeout=timeout, connection_timeout=timeout, path_timeout=timeout,
-                         encoding="utf-8", passive_commands=("epsv", "pasv"))
+        super().__init__(
+            socket_timeout=timeout,
+            connection_timeout=timeout,
+            path_timeout=timeout,
+            encoding="utf-8",
+            passive_commands=("epsv", "pasv"),
+        )
         self.tls = tls
         self.implicit = implicit and tls is not None
         self.timeout = timeout
@@ -70,9 +75,15 @@ class FtpClient(aioftp.Client):
         # plain TCP here and gets TLS in get_stream, after its transfer command.
         tls = self.tls if self._stream is None and self.implicit else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None,
-                                    ssl_handshake_timeout=self.timeout if tls else None),
-            self.timeout)
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls else None,
+                ssl_handshake_timeout=self.timeout if tls else None,
+            ),
+            self.timeout,
+        )
         keep_alive(writer)
         return reader, writer
 
@@ -99,8 +110,12 @@ class FtpClient(aioftp.Client):
             return address, port
         if not self.pasv_noted:
             self.pasv_noted = True
-            log.info("%s answered PASV with %s, not reachable from here; using %s instead",
-                     self.server_host, address, self.server_host)
+            log.info(
+                "%s answered PASV with %s, not reachable from here; using %s instead",
+                self.server_host,
+                address,
+                self.server_host,
+            )
         return None, port
 
     def _data_tls(self) -> ssl.SSLContext:
@@ -114,8 +129,12 @@ class FtpClient(aioftp.Client):
 
     @async_enterable
     async def get_stream(
-        self, command: str | None = None, expected_codes: str | tuple[str, ...] = (),
-        wait_codes: str | tuple[str, ...] = (), censor_after: int | None = None, conn_type: str = "I",
+        self,
+        command: str | None = None,
+        expected_codes: str | tuple[str, ...] = (),
+        wait_codes: str | tuple[str, ...] = (),
+        censor_after: int | None = None,
+        conn_type: str = "I",
         offset: int = 0,
     ) -> aioftp.DataConnectionThrottleStreamIO:
         reader, writer = await self.get_passive_connection(conn_type)  # type: ignore[arg-type]
@@ -129,14 +148,21 @@ class FtpClient(aioftp.Client):
         except BaseException:
             writer.close()
             raise
-        return aioftp.DataConnectionThrottleStreamIO(self, reader, writer, throttles={"_": self.throttle},
-                                                     timeout=self.socket_timeout)
+        return aioftp.DataConnectionThrottleStreamIO(
+            self, reader, writer, throttles={"_": self.throttle}, timeout=self.socket_timeout
+        )
 
-    async def _command_then_tls(self, writer: asyncio.StreamWriter, command: str,
-                                expected_codes: str | tuple[str, ...], wait_codes: str | tuple[str, ...]) -> None:
+    async def _command_then_tls(
+        self,
+        writer: asyncio.StreamWriter,
+        command: str,
+        expected_codes: str | tuple[str, ...],
+        wait_codes: str | tuple[str, ...],
+    ) -> None:
         await self.command(command)
-        handshake = asyncio.ensure_future(writer.start_tls(
-            self._data_tls(), server_hostname=self.server_host, ssl_handshake_timeout=self.timeout))
+        handshake = asyncio.ensure_future(
+            writer.start_tls(self._data_tls(), server_hostname=self.server_host, ssl_handshake_timeout=self.timeout)
+        )
         try:
             await self.command(None, expected_codes, wait_codes)
         except BaseException:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
 
-from ..catalog import Destination as DestinationConfig
+from ..catalog.model import Destination as DestinationConfig
 from ..error_codes import ErrorCode
 from ..errors import DestinationError, DestinationUnavailable
 from ..scrub import scrub
@@ -45,8 +45,7 @@ class RemoteContext:
             return folder
         return str(PurePosixPath(self.home) / folder) if folder not in ("", ".") else self.home
 
-    def error(self, message: str, code: ErrorCode,
-              kind: type[DestinationError] = DestinationError) -> DestinationError:
+    def error(self, message: str, code: ErrorCode, kind: type[DestinationError] = DestinationError) -> DestinationError:
         """A `kind` error (`DestinationUnavailable` to retry) whose message holds none of the secrets."""
         return kind(scrub(message, self._secrets), code=code)
 
@@ -54,8 +53,9 @@ class RemoteContext:
         return "check `host`, `port` and the firewall"
 
 
-def permission_denied(context: RemoteContext, action: str, path: str | None, said: str,
-                      kind: type[DestinationError] = DestinationError) -> DestinationError:
+def permission_denied(
+    context: RemoteContext, action: str, path: str | None, said: str, kind: type[DestinationError] = DestinationError
+) -> DestinationError:
     """Naming the path, and the folder as the server sees it, so the fix is one chmod away."""
     target = f" `{path}`" if path else ""
     folder = str(PurePosixPath(path).parent) if path and action != "create folder" else path or "."
@@ -65,45 +65,73 @@ def permission_denied(context: RemoteContext, action: str, path: str | None, sai
         return context.error(
             f"permission denied to create folder{target} on {context.host}{said}: the {context.kind} user "
             f"`{context.user}` needs write access to `{parent}`, or create `{where}` for it",
-            ErrorCode.PERMISSION_DENIED, kind)
+            ErrorCode.PERMISSION_DENIED,
+            kind,
+        )
     return context.error(
         f"permission denied to {action}{target} on {context.host}{said}: the {context.kind} user `{context.user}` "
         f"needs write access to the folder and the file (the folder is `{where}` on the server)",
-        ErrorCode.PERMISSION_DENIED, kind)
+        ErrorCode.PERMISSION_DENIED,
+        kind,
+    )
 
 
-def disk_full(context: RemoteContext, target: str, said: str, kind: type[DestinationError],
-              cause: str = "its disk is full or the user's quota is exhausted") -> DestinationError:
-    return context.error(f"the {context.kind} server {context.host} could not store{target}{said}: {cause}; free "
-                         "space on the server or raise the quota", ErrorCode.DISK_FULL, kind)
+def disk_full(
+    context: RemoteContext,
+    target: str,
+    said: str,
+    kind: type[DestinationError],
+    cause: str = "its disk is full or the user's quota is exhausted",
+) -> DestinationError:
+    return context.error(
+        f"the {context.kind} server {context.host} could not store{target}{said}: {cause}; free "
+        "space on the server or raise the quota",
+        ErrorCode.DISK_FULL,
+        kind,
+    )
 
 
 def _unknown_host(context: RemoteContext, exc: socket.gaierror) -> DestinationError:
     if exc.errno == socket.EAI_AGAIN:
-        return context.error(f"could not resolve the {context.kind} host `{context.hostname}` (DNS did not answer)",
-                             ErrorCode.UNKNOWN_HOST, DestinationUnavailable)
-    return context.error(f"unknown {context.kind} host `{context.hostname}`: check the destination's `host`",
-                         ErrorCode.UNKNOWN_HOST)
+        return context.error(
+            f"could not resolve the {context.kind} host `{context.hostname}` (DNS did not answer)",
+            ErrorCode.UNKNOWN_HOST,
+            DestinationUnavailable,
+        )
+    return context.error(
+        f"unknown {context.kind} host `{context.hostname}`: check the destination's `host`", ErrorCode.UNKNOWN_HOST
+    )
 
 
 def broken(context: RemoteContext, action: str, path: str | None, exc: BaseException) -> DestinationError:
     target = f" `{path}`" if path else ""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return context.error(f"the {context.kind} connection to {context.host} broke during {action}{target}: {reason}",
-                         ErrorCode.CONNECTION_LOST, DestinationUnavailable)
+    return context.error(
+        f"the {context.kind} connection to {context.host} broke during {action}{target}: {reason}",
+        ErrorCode.CONNECTION_LOST,
+        DestinationUnavailable,
+    )
 
 
-def _network_error(context: RemoteContext, action: str, path: str | None,
-                   exc: BaseException) -> DestinationError | None:
+def _network_error(
+    context: RemoteContext, action: str, path: str | None, exc: BaseException
+) -> DestinationError | None:
     target = f" `{path}`" if path else ""
     if isinstance(exc, socket.gaierror):
         return _unknown_host(context, exc)
     if isinstance(exc, ConnectionRefusedError):
-        return context.error(f"connection refused by {context.host}: check `host`, `port` and that the "
-                             f"{context.kind} server is running", ErrorCode.CONNECTION_REFUSED, DestinationUnavailable)
+        return context.error(
+            f"connection refused by {context.host}: check `host`, `port` and that the {context.kind} server is running",
+            ErrorCode.CONNECTION_REFUSED,
+            DestinationUnavailable,
+        )
     if isinstance(exc, TimeoutError):
-        return context.error(f"no answer from {context.host} within {context.timeout:g} s during {action}{target}: "
-                             f"{context.timeout_hint(action)}", ErrorCode.TIMEOUT, DestinationUnavailable)
+        return context.error(
+            f"no answer from {context.host} within {context.timeout:g} s during {action}{target}: "
+            f"{context.timeout_hint(action)}",
+            ErrorCode.TIMEOUT,
+            DestinationUnavailable,
+        )
     if isinstance(exc, OSError | EOFError | ConnectionError):
         return broken(context, action, path, exc)
     return None

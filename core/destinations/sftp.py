@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncssh
 
-from ..catalog import Destination as DestinationConfig
+from ..catalog.model import Destination as DestinationConfig
 from ..error_codes import ErrorCode
 from ..errors import DestinationError, DestinationUnavailable
 from ..settings import Settings
@@ -46,13 +46,19 @@ from .sftp_keys import Pins, fingerprint, pins, private_key
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_SETTING = "FILECAST_SFTP_TIMEOUT"   # seconds a connection or request may stall (default 30)
-BLOCK = 256 * 1024                          # bytes per write request (OpenSSH's server takes up to 255 KiB)
-IN_FLIGHT = 16                              # write requests outstanding per file
-KEEPALIVE = 60                              # seconds between SSH keep-alives (NAT drops idle connections)
+TIMEOUT_SETTING = "FILECAST_SFTP_TIMEOUT"  # seconds a connection or request may stall (default 30)
+BLOCK = 256 * 1024  # bytes per write request (OpenSSH's server takes up to 255 KiB)
+IN_FLIGHT = 16  # write requests outstanding per file
+KEEPALIVE = 60  # seconds between SSH keep-alives (NAT drops idle connections)
 # AES-GCM first: hardware AES makes it the cheapest cipher for both ends; the rest as asyncssh orders them.
-CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-           "aes256-ctr", "aes192-ctr", "aes128-ctr")
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
 
 
 class _PinnedHostKey(asyncssh.SSHClient):
@@ -100,7 +106,7 @@ class SftpUpload:
         view = memoryview(self.buffer)
         whole = len(view) - len(view) % block
         for start in range(0, whole, block):
-            await self._send(bytes(view[start:start + block]))
+            await self._send(bytes(view[start : start + block]))
         view.release()
         del self.buffer[:whole]
 
@@ -153,8 +159,11 @@ class SftpUpload:
         with map_sftp_errors(self.context, "write", self.path):
             stored = (await self.owner.call(self.owner.sftp.stat(self.temp))).size
         if stored is not None and stored != size:
-            raise self.context.error(f"the SFTP server {self.context.host} stored {stored} bytes of `{self.path}` "
-                                     f"instead of {size}", ErrorCode.SIZE_MISMATCH, DestinationUnavailable)
+            raise self.context.error(
+                f"the SFTP server {self.context.host} stored {stored} bytes of `{self.path}` instead of {size}",
+                ErrorCode.SIZE_MISMATCH,
+                DestinationUnavailable,
+            )
 
     async def publish(self) -> None:
         sftp = self.owner.sftp
@@ -174,8 +183,10 @@ class SftpUpload:
                 await self.owner.call(sftp.rename(self.temp, self.path))
                 return
         aside = self.temp.removesuffix("tmp") + "old"
-        message = (f"{self.context.host} does not offer posix-rename@openssh.com, so `{self.path}` was replaced in "
-                   "two steps (the old file moved aside first): the name was briefly absent")
+        message = (
+            f"{self.context.host} does not offer posix-rename@openssh.com, so `{self.path}` was replaced in "
+            "two steps (the old file moved aside first): the name was briefly absent"
+        )
         log.warning("%s", message)
         if not any(w["code"] == "sftp_replace_in_two_steps" for w in self.owner.warnings):
             self.owner.warnings.append({"code": "sftp_replace_in_two_steps", "message": message})
@@ -191,8 +202,7 @@ class SftpUpload:
         try:
             await self.owner.call(sftp.remove(aside))
         except Exception as exc:
-            log.warning("could not delete `%s` (the replaced `%s`) on %s: %s", aside, self.path, self.context.host,
-                        exc)
+            log.warning("could not delete `%s` (the replaced `%s`) on %s: %s", aside, self.path, self.context.host, exc)
 
     async def discard(self) -> None:
         for task in list(self.pending):
@@ -212,15 +222,25 @@ class SftpDestination:
     def __init__(self, config: DestinationConfig, settings: Settings, *, timeout: float | None = None):
         assert config.host is not None and config.username is not None
         self.config = config
-        self.password = (settings.secret(config.password_setting, purpose=f"SFTP password of {config.id}")
-                         if config.password_setting else None)
-        self.key_text = (settings.secret(config.private_key_setting, purpose=f"SFTP private key of {config.id}")
-                         if config.private_key_setting else None)
-        self.passphrase = (settings.secret(config.passphrase_setting, purpose=f"passphrase of the SFTP key of "
-                                           f"{config.id}") if config.passphrase_setting else None)
+        self.password = (
+            settings.secret(config.password_setting, purpose=f"SFTP password of {config.id}")
+            if config.password_setting
+            else None
+        )
+        self.key_text = (
+            settings.secret(config.private_key_setting, purpose=f"SFTP private key of {config.id}")
+            if config.private_key_setting
+            else None
+        )
+        self.passphrase = (
+            settings.secret(config.passphrase_setting, purpose=f"passphrase of the SFTP key of {config.id}")
+            if config.passphrase_setting
+            else None
+        )
         self.timeout = timeout or _timeout_setting(settings, TIMEOUT_SETTING)
-        self.context = SftpContext(config, [s for s in (self.password, self.key_text, self.passphrase) if s],
-                                   self.timeout)
+        self.context = SftpContext(
+            config, [s for s in (self.password, self.key_text, self.passphrase) if s], self.timeout
+        )
         self.pins = pins(config.host_key)
         self.context.pinned = tuple(sorted(self.pins.fingerprints))
         self.key = None
@@ -241,19 +261,37 @@ class SftpDestination:
 
     async def connect(self) -> None:
         config, context = self.config, self.context
-        methods = [m for m, on in (("publickey", self.key), ("keyboard-interactive", self.password),
-                                   ("password", self.password)) if on is not None]
+        methods = [
+            m
+            for m, on in (("publickey", self.key), ("keyboard-interactive", self.password), ("password", self.password))
+            if on is not None
+        ]
         options = asyncssh.SSHClientConnectionOptions(
-            config=None, username=config.username, password=self.password,
-            client_keys=[self.key] if self.key is not None else None, agent_path=None, preferred_auth=methods,
-            known_hosts=([], [], []), server_host_key_algs=self.pins.algorithms or (), encryption_algs=CIPHERS,
-            compression_algs=None, connect_timeout=self.timeout, login_timeout=self.timeout,
-            keepalive_interval=KEEPALIVE)
+            config=None,
+            username=config.username,
+            password=self.password,
+            client_keys=[self.key] if self.key is not None else None,
+            agent_path=None,
+            preferred_auth=methods,
+            known_hosts=([], [], []),
+            server_host_key_algs=self.pins.algorithms or (),
+            encryption_algs=CIPHERS,
+            compression_algs=None,
+            connect_timeout=self.timeout,
+            login_timeout=self.timeout,
+            keepalive_interval=KEEPALIVE,
+        )
         context.seen = None
         with map_sftp_errors(context, "connect"):
-            connection = await asyncio.wait_for(asyncssh.connect(
-                config.host or "", config.port or 22, options=options,
-                client_factory=lambda: _PinnedHostKey(context, self.pins)), self.timeout)
+            connection = await asyncio.wait_for(
+                asyncssh.connect(
+                    config.host or "",
+                    config.port or 22,
+                    options=options,
+                    client_factory=lambda: _PinnedHostKey(context, self.pins),
+                ),
+                self.timeout,
+            )
         try:
             with map_sftp_errors(context, "start SFTP"):
                 self.sftp = await self.call(connection.start_sftp_client())
@@ -320,8 +358,9 @@ class SftpDestination:
             try:
                 entries = await self.call(self.sftp.readdir(folder or "."))
             except Exception as exc:
-                log.info("could not list `%s` on %s to clean up old temporary files: %s", folder, self.context.host,
-                         exc)
+                log.info(
+                    "could not list `%s` on %s to clean up old temporary files: %s", folder, self.context.host, exc
+                )
                 return
             self.listed[folder] = [e for e in entries if TEMP.match(str(e.filename))]
         cutoff = (datetime.now(UTC) - STALE_AFTER).timestamp()
@@ -350,7 +389,10 @@ class SftpDestination:
             raise self.context.error(
                 f"the SFTP server {self.context.host} could not store `{path}` (server said: {failure.reason}): its "
                 f"disk is full ({space.bavail * space.frsize} bytes free) or the user's quota is exhausted; free "
-                "space on the server or raise the quota", ErrorCode.DISK_FULL, DestinationUnavailable) from failure
+                "space on the server or raise the quota",
+                ErrorCode.DISK_FULL,
+                DestinationUnavailable,
+            ) from failure
 
     async def remove_quietly(self, path: str) -> None:
         """Delete a temporary file, on a fresh connection if the old one broke; never raises."""
@@ -365,5 +407,10 @@ class SftpDestination:
                 return
             except Exception as exc:
                 if attempt:
-                    log.warning("could not remove the temporary file `%s` on %s (%s); the next run writing that "
-                                "file removes it", path, self.context.host, getattr(exc, "message", exc))
+                    log.warning(
+                        "could not remove the temporary file `%s` on %s (%s); the next run writing that "
+                        "file removes it",
+                        path,
+                        self.context.host,
+                        getattr(exc, "message", exc),
+                    )

@@ -1,13 +1,21 @@
-"""The `type: sftp` destination's catalog fields, validated (called by `core.catalog`)."""
+"""The `type: sftp` destination's catalog fields, validated (called by `core.catalog.parse`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import Destination
+from ..catalog.model import Destination
 
-FIELDS = ("type", "host", "port", "username", "password_setting", "private_key_setting", "passphrase_setting",
-          "host_key")
+FIELDS = (
+    "type",
+    "host",
+    "port",
+    "username",
+    "password_setting",
+    "private_key_setting",
+    "passphrase_setting",
+    "host_key",
+)
 
 
 def sftp_destination(r: Any, did: str) -> Destination:
@@ -24,7 +32,8 @@ def sftp_destination(r: Any, did: str) -> Destination:
         r.problem("host_key", message)
     entries = [raw_pins] if isinstance(raw_pins, str) else raw_pins if isinstance(raw_pins, list) else []
     return Destination(
-        did, "sftp",
+        did,
+        "sftp",
         host=r.text("host", required=True),
         port=r.integer("port", minimum=1, maximum=65535) or 22,
         username=r.text("username", required=True),

@@ -23,8 +23,8 @@ KEY_TYPE = re.compile(r"^(ssh-(ed25519|ed448|rsa|dss)|ecdsa-sha2-nistp(256|384|5
 
 @dataclass(frozen=True)
 class Pins:
-    fingerprints: frozenset[str]       # every pinned key, as SHA256 fingerprints
-    algorithms: tuple[str, ...]        # host key algorithms to offer (only when every pin is a full key)
+    fingerprints: frozenset[str]  # every pinned key, as SHA256 fingerprints
+    algorithms: tuple[str, ...]  # host key algorithms to offer (only when every pin is a full key)
 
 
 def _line_key(entry: str) -> asyncssh.SSHKey | None:
@@ -44,8 +44,10 @@ def host_key_problems(value: object) -> list[str]:
     """What is wrong with a `host_key` value (empty when it is usable)."""
     entries = [value] if isinstance(value, str) else value
     if not isinstance(entries, list) or not entries or not all(isinstance(e, str) and e.strip() for e in entries):
-        return ["is required: the server's `SHA256:` fingerprint or `known_hosts` line, or a list of them "
-                "(`filecast validate --probe` prints the line to paste)"]
+        return [
+            "is required: the server's `SHA256:` fingerprint or `known_hosts` line, or a list of them "
+            "(`filecast validate --probe` prints the line to paste)"
+        ]
     problems = []
     for entry in entries:
         entry = entry.strip()
@@ -55,8 +57,9 @@ def host_key_problems(value: object) -> list[str]:
             if not FINGERPRINT.match(entry):
                 problems.append(f"`{entry}` is not a SHA256 fingerprint (`SHA256:` and 43 base64 characters)")
         elif _line_key(entry) is None:
-            problems.append(f"`{entry[:60]}` is neither a `SHA256:` fingerprint nor a `known_hosts` line "
-                            "(`host key-type base64`)")
+            problems.append(
+                f"`{entry[:60]}` is neither a `SHA256:` fingerprint nor a `known_hosts` line (`host key-type base64`)"
+            )
     return problems
 
 
@@ -95,6 +98,7 @@ def private_key(text: str, passphrase: str | None) -> asyncssh.SSHKey:
 
 async def server_key(host: str, port: int, timeout: float, algorithms: Sequence[str] = ()) -> asyncssh.SSHKey | None:
     """The key a server presents to a destination with these pins (`Pins.algorithms`); no login."""
-    options = asyncssh.SSHClientConnectionOptions(config=None, known_hosts=None, connect_timeout=timeout,
-                                                  server_host_key_algs=list(algorithms) or ())
+    options = asyncssh.SSHClientConnectionOptions(
+        config=None, known_hosts=None, connect_timeout=timeout, server_host_key_algs=list(algorithms) or ()
+    )
     return await asyncssh.get_server_host_key(host, port, options=options)

@@ -18,12 +18,15 @@ def _sftp_entries(doc: Any) -> list[tuple[str, dict[str, Any]]]:
     destinations = doc.get("destinations") if isinstance(doc, dict) else None
     if not isinstance(destinations, dict):
         return []
-    return [(str(did), raw) for did, raw in destinations.items()
-            if isinstance(raw, dict) and raw.get("type") == "sftp" and isinstance(raw.get("host"), str)]
+    return [
+        (str(did), raw)
+        for did, raw in destinations.items()
+        if isinstance(raw, dict) and raw.get("type") == "sftp" and isinstance(raw.get("host"), str)
+    ]
 
 
 async def _probe(did: str, raw: dict[str, Any], lines: list[str], problems: list[Problem]) -> None:
-    from ..catalog import Destination
+    from ..catalog.model import Destination
     from .sftp_errors import SftpContext, map_sftp_errors
 
     port: int = raw["port"] if isinstance(raw.get("port"), int) else 22
@@ -44,16 +47,23 @@ async def _probe(did: str, raw: dict[str, Any], lines: list[str], problems: list
     seen, line = fingerprint(key), known_hosts_line(host, port, key)
     pinned = seen in pinned_keys.fingerprints
     state = "pinned" if pinned else ("NOT pinned" if entries else "no `host_key` yet")
-    lines.append(f"destinations.{did}: {host}:{port} presents host key {seen} ({key.get_algorithm()}), {state}; "
-                 f"to pin it, set\n    host_key: \"{seen}\"\n  or the known_hosts line\n    host_key: \"{line}\"")
+    lines.append(
+        f"destinations.{did}: {host}:{port} presents host key {seen} ({key.get_algorithm()}), {state}; "
+        f'to pin it, set\n    host_key: "{seen}"\n  or the known_hosts line\n    host_key: "{line}"'
+    )
     if entries and not pinned:
-        problems.append(Problem(f"destinations.{did}.host_key", f"the server presents `{seen}`, which is not "
-                                "pinned: if it is the server you expect, pin it (the line is printed above)"))
+        problems.append(
+            Problem(
+                f"destinations.{did}.host_key",
+                f"the server presents `{seen}`, which is not "
+                "pinned: if it is the server you expect, pin it (the line is printed above)",
+            )
+        )
 
 
 def probe_host_keys(path: str | Path) -> tuple[list[str], list[Problem]]:
     """Lines to show, and problems (a server that can't be reached, a key that is not the pinned one)."""
-    from ..catalog import parse_text
+    from ..catalog.parse import parse_text
 
     try:
         doc = parse_text(Path(path).read_text(encoding="utf-8"), str(path))

@@ -1,7 +1,7 @@
 """The delta state: what a store keeps between runs, and the protocol every store implements.
 
 A state is a sorted array of fixed-width entries, one per delivered row: the 128-bit key
-fingerprint and the 64-bit content fingerprint of `core.fingerprint` (24 bytes per row in memory
+fingerprint and the 64-bit content fingerprint of `core.delta.fingerprint` (24 bytes per row in memory
 and at rest). Stores keep it in **generations**: a run writes a new generation next to the current
 one (`begin`, `open_payload`, `write`), and only after every file of the run is published does
 `commit` make it current, with a write guarded by the token `load` returned (an ETag for Table
@@ -13,7 +13,7 @@ and shares its lifecycle.
 Between the two, `stage` records the written generation as **in flight** (also guarded by the
 token): its files are about to be published, so nobody knows whether the partner got them. `load`
 returns the in-flight generation when there is one (`Snapshot.pending`), else the current one.
-An in-flight generation describes what the partner may hold, entry by entry (`core.diff` uses it):
+An in-flight generation describes what the partner may hold, entry by entry (`core.delta.diff` uses it):
 a content with the `SENT` bit was sent by the run that wrote it and may or may not have arrived
 (`ADDED` too: sent as a new row); `GONE` is a row whose removal was sent the same way; an entry
 without the bit is certain. Once committed, every entry is certain: `settle` drops the tombstones

@@ -73,8 +73,9 @@ class MemoryStateStore:
                 return Snapshot(activation, None, Entries.empty(), token)
             generation = self._generations[(activation, shown)]
             assert generation.info is not None and generation.entries is not None
-            return Snapshot(activation, generation.info, generation.entries.copy(), token,
-                            pending=pointer.pending is not None)
+            return Snapshot(
+                activation, generation.info, generation.entries.copy(), token, pending=pointer.pending is not None
+            )
 
     def peek(self, activation: str) -> Snapshot:
         """`load`; entries come with it here (`read_entries` hands them over)."""
@@ -108,9 +109,7 @@ class MemoryStateStore:
             self._enter("read_payload")
             generation = self._generations.get((info.activation, info.generation))
             if generation is None or generation.payload is None:
-                raise StateError(
-                    f"state generation `{info.generation}` of `{info.activation}` has no payload"
-                )
+                raise StateError(f"state generation `{info.generation}` of `{info.activation}` has no payload")
             return io.BytesIO(generation.payload)
 
     def write(
@@ -129,9 +128,7 @@ class MemoryStateStore:
             self._enter("write")
             record = self._generation(activation, generation)
             if payload and record.payload is None:
-                raise StateError(
-                    f"state generation `{generation}` has no payload: close the payload stream first"
-                )
+                raise StateError(f"state generation `{generation}` has no payload: close the payload stream first")
             record.entries = entries
             record.info = StateInfo(activation, generation, len(entries), dict(meta or {}), payload)
             return record.info
@@ -197,7 +194,5 @@ class MemoryStateStore:
     def _generation(self, activation: str, generation: str) -> _Generation:
         record = self._generations.get((activation, generation))
         if record is None:
-            raise StateError(
-                f"state generation `{generation}` of `{activation}` was not begun or was cleaned up"
-            )
+            raise StateError(f"state generation `{generation}` of `{activation}` was not begun or was cleaned up")
         return record

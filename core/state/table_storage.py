@@ -50,10 +50,10 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient
 
-from .. import azure_errors
+from ..azure import errors as azure_errors
+from ..azure.table_requests import binary, query_entities, upsert_transaction
 from ..errors import StateError
 from .base import ENTRY_BYTES, Entries, Snapshot, StateInfo, conflict_error, new_generation_id
-from .table_requests import binary, query_entities, upsert_transaction
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ _BLOCK_BYTES = 4 << 20
 
 def map_azure_errors(what: str) -> AbstractContextManager[None]:
     """Azure errors as `StateError`s (transient ones `StateUnavailable`) by the one Azure boundary,
-    core/azure_errors.py; `what` is the whole subject of the message ("reading the delta state of …")."""
+    core/azure/errors.py; `what` is the whole subject of the message ("reading the delta state of …")."""
     return azure_errors.map_azure_errors(what, boundary=azure_errors.STATE)
 
 
@@ -201,9 +201,7 @@ class TableStorageStateStore:
         with map_azure_errors(f"reading the delta state of `{activation}`"):
             for entity in query_entities(self.table, query, SHARDS_PER_PAGE):
                 index = int(entity["RowKey"][1:])
-                data = b"".join(
-                    binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity
-                )
+                data = b"".join(binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity)
                 expected = min(ROWS_PER_SHARD, info.rows - index * ROWS_PER_SHARD)
                 if entries.unpack_into(data, index * ROWS_PER_SHARD) != expected:
                     raise StateError(
@@ -269,8 +267,7 @@ class TableStorageStateStore:
         entity = {"PartitionKey": info.activation, "RowKey": POINTER, **_pointer_fields(info, "")}
         self._swap(info, snapshot, entity, UpdateMode.REPLACE, "committing the delta state of")
 
-    def _swap(self, info: StateInfo, snapshot: Snapshot, entity: dict[str, Any], mode: UpdateMode,
-              what: str) -> str:
+    def _swap(self, info: StateInfo, snapshot: Snapshot, entity: dict[str, Any], mode: UpdateMode, what: str) -> str:
         """Write the pointer if it is still the one `snapshot` saw (its ETag); returns the new ETag."""
         with map_azure_errors(f"{what} `{info.activation}`"):
             try:
@@ -309,19 +306,14 @@ class TableStorageStateStore:
     def _generations(self, activation: str) -> list[tuple[str, Any]]:
         query = f"PartitionKey gt '{activation}@' and PartitionKey lt '{activation}@~' and RowKey eq 'meta'"
         with map_azure_errors(f"listing the delta state generations of `{activation}`"):
-            metas = self.table.query_entities(
-                query, select=["PartitionKey", "RowKey", "Timestamp", "generation"]
-            )
+            metas = self.table.query_entities(query, select=["PartitionKey", "RowKey", "Timestamp", "generation"])
             return [(m["generation"], m.metadata["timestamp"]) for m in metas]
 
     def _remove(self, activation: str, generations: list[str]) -> None:
         for generation in generations:
             pk = f"{activation}@{generation}"
             with map_azure_errors(f"removing delta state generation `{generation}` of `{activation}`"):
-                keys = [
-                    e["RowKey"]
-                    for e in self.table.query_entities(f"PartitionKey eq '{pk}'", select=["RowKey"])
-                ]
+                keys = [e["RowKey"] for e in self.table.query_entities(f"PartitionKey eq '{pk}'", select=["RowKey"])]
                 keys.sort(key=lambda k: k == "meta")  # the meta entity goes last: cleanup can find leftovers
                 for start in range(0, len(keys), 100):
                     self.table.submit_transaction(
@@ -369,8 +361,13 @@ def _info(activation: str, pointer: Mapping[str, Any], prefix: str) -> StateInfo
 def _pointer_fields(info: StateInfo, prefix: str) -> dict[str, Any]:
     """The pointer's properties naming `info`: as the current generation, or (`pending_`) in flight."""
     fields: dict[str, Any] = {"generation" if not prefix else "pending": info.generation}
-    fields.update({f"{prefix}rows": info.rows, f"{prefix}payload": info.payload,
-                   f"{prefix}meta": json.dumps(dict(info.meta), sort_keys=True)})
+    fields.update(
+        {
+            f"{prefix}rows": info.rows,
+            f"{prefix}payload": info.payload,
+            f"{prefix}meta": json.dumps(dict(info.meta), sort_keys=True),
+        }
+    )
     return {**fields, "rows_per_shard": ROWS_PER_SHARD, "format": FORMAT}
 
 

@@ -25,7 +25,7 @@ def env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> di
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueClient
 
-    import core.engine
+    import core.run.engine
 
     prefix = "t" + tmp_path.name.replace("_", "").lower()[-12:]
     container = prefix[:20] + "-out"
@@ -33,7 +33,7 @@ def env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> di
     monkeypatch.setenv("FILECAST_TABLE_PREFIX", prefix)
     monkeypatch.setenv("FILECAST_LOCAL_SETTINGS", "/nonexistent")
     monkeypatch.setenv("OUT_STORAGE", azurite.connection_string)
-    monkeypatch.setattr(core.engine, "BACKOFF", 0.01)
+    monkeypatch.setattr(core.run.engine, "BACKOFF", 0.01)
     queue = QueueClient.from_connection_string(azurite.connection_string, "activation-runs")
     try:
         queue.create_queue()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from azure.functions.queue import QueueMessage
 
-import core.alerts
+import core.control.alerts
 from tests.functions.webhook_recorder import Recorder
 from tests.helpers import call, deliver, get_run, http
 
@@ -40,7 +40,7 @@ def hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     monkeypatch.setenv("TEAMS_HOOK", recorder.url("/teams"))
     monkeypatch.setenv("OPS_HOOK", recorder.url("/hook"))
     monkeypatch.setenv("FILECAST_CONSOLE_URL", CONSOLE)
-    monkeypatch.setattr(core.alerts, "BACKOFF", 0.01)
+    monkeypatch.setattr(core.control.alerts, "BACKOFF", 0.01)
     yield recorder
     recorder.close()
 
@@ -52,8 +52,9 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/dead"
 
 
-def put(env: dict[str, Any], demo_db: Path, activations: str, alerts: str = ALERTS_YAML,
-        destinations: str | None = None) -> None:
+def put(
+    env: dict[str, Any], demo_db: Path, activations: str, alerts: str = ALERTS_YAML, destinations: str | None = None
+) -> None:
     """Apply a catalog written as YAML text, as a user would (bare `on:` keys included)."""
     text = f"""
 sources: {{warehouse: {{type: duckdb, database: "{demo_db}"}}}}
@@ -80,11 +81,15 @@ def keep(name: str, body: Any) -> None:
     (ARTIFACTS / name).write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-BAD = '  daily: {model: customers, destination: out, format: csv, file_name: "d_{run_id}", ' \
-      'mapping: [{from: "<script>x</script>", to: x}]}'
+BAD = (
+    '  daily: {model: customers, destination: out, format: csv, file_name: "d_{run_id}", '
+    'mapping: [{from: "<script>x</script>", to: x}]}'
+)
 GOOD = '  daily: {model: customers, destination: out, format: csv, file_name: "d_{run_id}"}'
-ERROR = ('invalid_catalog: activations.daily.mapping[0].from: unknown column "<script>x</script>"; columns are: '
-         'customer_id, first_name')
+ERROR = (
+    'invalid_catalog: activations.daily.mapping[0].from: unknown column "<script>x</script>"; columns are: '
+    "customer_id, first_name"
+)
 
 
 def test_an_outage_alerts_once_then_recovers(env: dict[str, Any], demo_db: Path, hooks: Recorder) -> None:
@@ -92,8 +97,10 @@ def test_an_outage_alerts_once_then_recovers(env: dict[str, Any], demo_db: Path,
     deliver(message("daily-1"))
     first = get_run("daily-1")
     assert first["status"] == "failed"
-    assert first["alerts"] == [{"target": t, "event": "failed", "status": "sent", "attempts": 1}
-                               for t in ("ops_slack", "ops_teams", "ops_hook")]
+    assert first["alerts"] == [
+        {"target": t, "event": "failed", "status": "sent", "attempts": 1}
+        for t in ("ops_slack", "ops_teams", "ops_hook")
+    ]
     [slack] = hooks.bodies("/slack" + SECRET_PATH)
     [teams] = hooks.bodies("/teams")
     [hook] = hooks.bodies("/hook")
@@ -120,19 +127,49 @@ def test_an_outage_alerts_once_then_recovers(env: dict[str, Any], demo_db: Path,
     assert facts["Run"] == "daily-1" and facts["Trigger"] == "schedule" and facts["Files"] == "0"
     assert card["actions"] == [{"type": "Action.OpenUrl", "title": "Open the run", "url": f"{CONSOLE}/runs/daily-1"}]
     # Generic webhook: the fields a script keys on.
-    assert {k: hook[k] for k in ("source", "event", "activation", "run_id", "status", "trigger", "logical_time",
-                                 "files", "warnings", "outage_since_run", "console_url")} == {
-        "source": "filecast", "event": "failed", "activation": "daily", "run_id": "daily-1", "status": "failed",
-        "trigger": "schedule", "logical_time": "2025-04-14T06:00:00.000Z", "files": 0, "warnings": [],
-        "outage_since_run": None, "console_url": f"{CONSOLE}/runs/daily-1"}
+    assert {
+        k: hook[k]
+        for k in (
+            "source",
+            "event",
+            "activation",
+            "run_id",
+            "status",
+            "trigger",
+            "logical_time",
+            "files",
+            "warnings",
+            "outage_since_run",
+            "console_url",
+        )
+    } == {
+        "source": "filecast",
+        "event": "failed",
+        "activation": "daily",
+        "run_id": "daily-1",
+        "status": "failed",
+        "trigger": "schedule",
+        "logical_time": "2025-04-14T06:00:00.000Z",
+        "files": 0,
+        "warnings": [],
+        "outage_since_run": None,
+        "console_url": f"{CONSOLE}/runs/daily-1",
+    }
     assert hook["error"]["code"] == "invalid_catalog" and hook["rows"]["exported"] == 0
     assert hook["text"].startswith("Filecast: daily failed: " + ERROR)
 
     deliver(message("daily-2"))  # the same outage: recorded, not sent again
     assert len(hooks.requests) == 3
     assert get_run("daily-2")["alerts"] == [
-        {"target": t, "event": "failed", "status": "suppressed", "attempts": 0,
-         "detail": "outage already alerted by run `daily-1`"} for t in ("ops_slack", "ops_teams", "ops_hook")]
+        {
+            "target": t,
+            "event": "failed",
+            "status": "suppressed",
+            "attempts": 0,
+            "detail": "outage already alerted by run `daily-1`",
+        }
+        for t in ("ops_slack", "ops_teams", "ops_hook")
+    ]
 
     put(env, demo_db, GOOD)
     deliver(message("daily-3"))
@@ -154,8 +191,9 @@ def test_an_outage_alerts_once_then_recovers(env: dict[str, Any], demo_db: Path,
         assert SECRET_PATH not in json.dumps(record)
 
 
-def test_retries_dead_webhooks_and_warning_rules(env: dict[str, Any], demo_db: Path, hooks: Recorder,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retries_dead_webhooks_and_warning_rules(
+    env: dict[str, Any], demo_db: Path, hooks: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DEAD_HOOK", closed_port_url())
     alerts = """
 alerts:
@@ -169,23 +207,40 @@ alerts:
     - {on: [warning], targets: [ops_slack, ops_teams, dead, unset]}
     - {on: [warning], warnings: [row_drop], targets: [drops]}
 """
-    put(env, demo_db, '  hourly: {model: customers, destination: out, format: csv, file_name: "h_{YYYY}{MM}{DD}", '
-                      'schedule: "0 * * * *"}', alerts)
-    hooks.answers["/slack" + SECRET_PATH] = [500, 503]   # retried, then delivered
-    hooks.answers["/teams"] = [400]                      # a final answer: not retried
+    put(
+        env,
+        demo_db,
+        '  hourly: {model: customers, destination: out, format: csv, file_name: "h_{YYYY}{MM}{DD}", '
+        'schedule: "0 * * * *"}',
+        alerts,
+    )
+    hooks.answers["/slack" + SECRET_PATH] = [500, 503]  # retried, then delivered
+    hooks.answers["/teams"] = [400]  # a final answer: not retried
     deliver(message("hourly-1", "hourly"))
     record = get_run("hourly-1")
     assert record["status"] == "succeeded" and [w["code"] for w in record["warnings"]] == ["overwrite_risk"]
     outcomes = {a["target"]: a for a in record["alerts"]}
     assert outcomes["ops_slack"] == {"target": "ops_slack", "event": "warning", "status": "sent", "attempts": 3}
-    assert outcomes["ops_teams"] == {"target": "ops_teams", "event": "warning", "status": "failed", "attempts": 1,
-                                     "detail": "HTTP 400 (not retried)"}
-    assert outcomes["dead"] == {"target": "dead", "event": "warning", "status": "failed", "attempts": 4,
-                                "detail": "network error (ClientConnectorError)"}
+    assert outcomes["ops_teams"] == {
+        "target": "ops_teams",
+        "event": "warning",
+        "status": "failed",
+        "attempts": 1,
+        "detail": "HTTP 400 (not retried)",
+    }
+    assert outcomes["dead"] == {
+        "target": "dead",
+        "event": "warning",
+        "status": "failed",
+        "attempts": 4,
+        "detail": "network error (ClientConnectorError)",
+    }
     assert outcomes["unset"]["status"] == "failed" and outcomes["unset"]["attempts"] == 0
-    assert outcomes["unset"]["detail"] == ("app setting `NOT_SET_HOOK` (webhook URL of alert target `unset`) is not "
-                                           "set; add it to the Function App's settings or to local.settings.json "
-                                           "`Values`")
+    assert outcomes["unset"]["detail"] == (
+        "app setting `NOT_SET_HOOK` (webhook URL of alert target `unset`) is not "
+        "set; add it to the Function App's settings or to local.settings.json "
+        "`Values`"
+    )
     assert "drops" not in outcomes and hooks.bodies("/hook") == []  # only row_drop goes there
     slack = hooks.bodies("/slack" + SECRET_PATH)
     assert len(slack) == 3 and slack[0] == slack[2]
@@ -197,9 +252,12 @@ alerts:
 
 def test_retried_and_poisoned_runs_alert_once(env: dict[str, Any], demo_db: Path, hooks: Recorder) -> None:
     closed = closed_port_url().split(":")[2].split("/")[0]
-    put(env, demo_db, '  flaky: {model: customers, destination: down, format: csv, file_name: f}',
-        destinations=f"  down: {{type: ftp, host: 127.0.0.1, port: {closed}, username: u, password_setting: "
-                     "FTP_PW}")
+    put(
+        env,
+        demo_db,
+        "  flaky: {model: customers, destination: down, format: csv, file_name: f}",
+        destinations=f"  down: {{type: ftp, host: 127.0.0.1, port: {closed}, username: u, password_setting: FTP_PW}}",
+    )
     os.environ["FTP_PW"] = "x"
     try:
         with pytest.raises(core.errors.DestinationError):
@@ -227,9 +285,12 @@ def test_a_hanging_webhook_is_cut_off_by_the_time_budget(hooks: Recorder) -> Non
 
     hooks.delays["/slow"] = 3.0
     deadline = time.monotonic() + 0.5
-    status, attempts, detail = asyncio.run(core.alerts.post_with_retries(hooks.url("/slow"), {"x": 1}, deadline))
+    status, attempts, detail = asyncio.run(
+        core.control.alerts.post_with_retries(hooks.url("/slow"), {"x": 1}, deadline)
+    )
     assert (status, attempts, detail) == ("failed", 1, "timed out; gave up: alert time budget spent")
     hooks.answers["/limited"] = [429, 429, 429, 429]
-    status, attempts, detail = asyncio.run(core.alerts.post_with_retries(hooks.url("/limited"), {"x": 1},
-                                                                         time.monotonic() + 5))
+    status, attempts, detail = asyncio.run(
+        core.control.alerts.post_with_retries(hooks.url("/limited"), {"x": 1}, time.monotonic() + 5)
+    )
     assert (status, attempts, detail) == ("failed", 4, "HTTP 429")

@@ -11,8 +11,8 @@ from typing import Any
 import azure.functions as func
 import yaml
 
-from core.records import RunRecord
-from core.service import Services
+from core.control.service import Services
+from core.run.records import RunRecord
 from core.settings import Settings
 from devtools.services import Azurite
 from tests.helpers import call, functions_catalog, http
@@ -21,8 +21,9 @@ EVIL = '<script>alert("x")</script>'
 
 
 def page(name: str, route: dict[str, str] | None = None, params: dict[str, str] | None = None) -> func.HttpResponse:
-    request = func.HttpRequest(method="GET", url="/api/console", headers={}, params=params or {},
-                               route_params=route or {}, body=b"")
+    request = func.HttpRequest(
+        method="GET", url="/api/console", headers={}, params=params or {}, route_params=route or {}, body=b""
+    )
     response: func.HttpResponse = call(name, request)
     assert response.mimetype == "text/html" and response.charset == "utf-8"
     return response
@@ -32,9 +33,15 @@ def test_pages_escape_everything_and_carry_the_key(storage: Azurite, demo_db: Pa
     assert page("console").status_code == 404  # no catalog yet
     assert "no catalog has been applied yet" in page("console").get_body().decode()
     http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
-    record = RunRecord("r-1", "small", "manual", datetime(2025, 4, 14, 6, tzinfo=UTC), status="failed",
-                       files=[{"path": f"a/{EVIL}.csv", "rows": 2, "bytes": 10, "md5": "0" * 32}],
-                       error={"code": "x", "message": f"bad {EVIL}"})
+    record = RunRecord(
+        "r-1",
+        "small",
+        "manual",
+        datetime(2025, 4, 14, 6, tzinfo=UTC),
+        status="failed",
+        files=[{"path": f"a/{EVIL}.csv", "rows": 2, "bytes": 10, "md5": "0" * 32}],
+        error={"code": "x", "message": f"bad {EVIL}"},
+    )
     record.warn("row_drop", f"dropped {EVIL}")
     Services(Settings.load()).runs.save(record)
     key = 'k3y"><b>'
@@ -44,7 +51,8 @@ def test_pages_escape_everything_and_carry_the_key(storage: Azurite, demo_db: Pa
         assert response.status_code == 200
         [nonce] = set(re.findall(r'nonce="([^"]+)"', html))
         assert response.headers["Content-Security-Policy"].startswith(
-            f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'")
+            f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'"
+        )
         assert response.headers["Referrer-Policy"] == "no-referrer"
         assert "<script" not in html.replace(f'<script nonce="{nonce}">', "")  # one script: the console's own
         assert "<b>" not in html and "http" not in html.replace('"http://www.w3.org', "")  # no external asset
@@ -60,20 +68,17 @@ def test_pages_escape_everything_and_carry_the_key(storage: Azurite, demo_db: Pa
 
 
 def test_next_due_follows_the_schedule() -> None:
-    from core.console import next_due
+    from core.control.console.pages import next_due
 
     assert next_due("0 6 * * *", datetime(2025, 4, 14, 6, 0, tzinfo=UTC)) == datetime(2025, 4, 15, 6, tzinfo=UTC)
     assert next_due("@hourly", datetime(2025, 4, 14, 6, 30, tzinfo=UTC)) == datetime(2025, 4, 14, 7, tzinfo=UTC)
     assert next_due(None, datetime.now(UTC)) is None
 
 
-
-
-def test_console_run_queued_runs_what_the_buttons_queue(storage: Azurite, demo_db: Path,
-                                                        monkeypatch: Any) -> None:
+def test_console_run_queued_runs_what_the_buttons_queue(storage: Azurite, demo_db: Path, monkeypatch: Any) -> None:
     from azure.storage.queue import QueueClient
 
-    from core.console_server import drain_queue
+    from core.control.console.server import drain_queue
 
     monkeypatch.setenv("FN_EXPORT_STORAGE", storage.connection_string)
     queue = QueueClient.from_connection_string(storage.connection_string, "activation-runs")

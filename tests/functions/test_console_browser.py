@@ -19,15 +19,25 @@ from typing import Any
 import pytest
 import yaml
 
-import core.service
+import core.control.service
+from core.settings import Settings
 from devtools.services import REPO
 from tests.helpers import http, messages, unavailable
 
 SHOTS = REPO / "tests" / "artifacts" / "console"
 T0 = datetime(2025, 4, 14, 6, 0, tzinfo=UTC)
 EVIL = "<script>document.title='pwned'</script>"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
 
 
 @pytest.fixture
@@ -59,27 +69,57 @@ def console(env: dict[str, Any], demo_db: Path, tmp_path: Path) -> Iterator[str]
     """Real runs recorded in Azurite, then `python -m core console` serving them on a free port."""
     doc = {
         "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
-        "models": {"customers": {"source": "warehouse", "sql": "select * from customers where customer_id <= 500",
-                                 "primary_key": ["customer_id"]}},
-        "destinations": {"lake": {"type": "azure_blob", "container": env["container"],
-                                  "connection_setting": "OUT_STORAGE", "create_container": True}},
+        "models": {
+            "customers": {
+                "source": "warehouse",
+                "sql": "select * from customers where customer_id <= 500",
+                "primary_key": ["customer_id"],
+            }
+        },
+        "destinations": {
+            "lake": {
+                "type": "azure_blob",
+                "container": env["container"],
+                "connection_setting": "OUT_STORAGE",
+                "create_container": True,
+            }
+        },
         "activations": {
-            "customers_daily": {"model": "customers", "destination": "lake", "format": "csv",
-                                "file_name": "daily_{YYYY}{MM}{DD}", "schedule": "0 6 * * *"},
-            "broken": {"model": "customers", "destination": "lake", "format": "csv", "file_name": "b",
-                       "mapping": [{"from": EVIL, "to": "x"}]},
+            "customers_daily": {
+                "model": "customers",
+                "destination": "lake",
+                "format": "csv",
+                "file_name": "daily_{YYYY}{MM}{DD}",
+                "schedule": "0 6 * * *",
+            },
+            "broken": {
+                "model": "customers",
+                "destination": "lake",
+                "format": "csv",
+                "file_name": "b",
+                "mapping": [{"from": EVIL, "to": "x"}],
+            },
         },
     }
     status, body = http("put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(doc).encode())
     assert status == 200, body
-    services = core.service.Services(core.service.Settings.load())
+    services = core.control.service.Services(Settings.load())
     catalog = services.catalog()
-    env["runs"] = [asyncio.run(core.service.run_activation(services.settings, catalog, activation,
-                                                           logical_time=T0 + timedelta(days=day), services=services))
-                   .record for activation, day in (("customers_daily", 0), ("customers_daily", 1),
-                                                   ("customers_daily", 2), ("broken", 0))]
-    process = subprocess.Popen([sys.executable, "-m", "core", "console", "--port", "0"], cwd=REPO,
-                               env={**os.environ}, stderr=subprocess.PIPE, text=True)
+    env["runs"] = [
+        asyncio.run(
+            core.control.service.run_activation(
+                services.settings, catalog, activation, logical_time=T0 + timedelta(days=day), services=services
+            )
+        ).record
+        for activation, day in (("customers_daily", 0), ("customers_daily", 1), ("customers_daily", 2), ("broken", 0))
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", "console", "--port", "0"],
+        cwd=REPO,
+        env={**os.environ},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         line = process.stderr.readline()
@@ -104,7 +144,8 @@ def accessibility(driver: Any) -> list[str]:
     result = driver.execute_async_script(
         "var done = arguments[arguments.length - 1];"
         "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}}).then(done, "
-        "function(e){ done({error: String(e)}); });")
+        "function(e){ done({error: String(e)}); });"
+    )
     assert "error" not in result, result
     return [f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes)" for v in result["violations"]]
 
@@ -150,8 +191,10 @@ def test_console_shows_runs_runs_now_and_escapes(env: dict[str, Any], console: s
     output = browser.find_element(By.ID, "result")
     WebDriverWait(browser, 60).until(lambda d: output.text.startswith("Preview:"))
     preview = output.text.split("\n")
-    assert preview[0] == "Preview: 500 rows would be exported (0 added, 0 updated, 0 removed), a full run, nothing " \
-                         "uploaded:"
+    assert (
+        preview[0] == "Preview: 500 rows would be exported (0 added, 0 updated, 0 removed), a full run, nothing "
+        "uploaded:"
+    )
     assert preview[1].startswith(f"  daily_{datetime.now(UTC):%Y%m%d}.csv: 500 rows, ")
     assert len(list(env["blobs"].list_blobs())) == 3  # the preview uploaded nothing
     browser.find_element(By.XPATH, "//button[text()='Run now']").click()
@@ -175,7 +218,7 @@ def test_console_shows_runs_runs_now_and_escapes(env: dict[str, Any], console: s
     browser.get(f"{console}/runs/{broken.run_id}")
     error = browser.find_element(By.CSS_SELECTOR, "p.error").text
     assert error.startswith(f'invalid_catalog activations.broken.mapping[0].from: unknown column "{EVIL}"')
-    assert browser.title == f"Run {broken.run_id} · Filecast"   # the injected script never ran
+    assert browser.title == f"Run {broken.run_id} · Filecast"  # the injected script never ran
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # only the console's own
     shot(browser, "run-error.png")
     assert accessibility(browser) == []

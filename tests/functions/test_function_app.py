@@ -33,26 +33,38 @@ def test_timer_queue_and_http_bindings() -> None:
         if trigger["type"] == "httpTrigger":
             assert trigger["authLevel"] == "FUNCTION"
             routes[(trigger["methods"][0], trigger["route"])] = name
-    assert sorted(routes) == sorted([
-        ("PUT", "catalog"), ("GET", "activations"), ("GET", "activations/{id}"),
-        ("POST", "activations/{id}/run"), ("POST", "activations/{id}/preview"), ("POST", "activations/{id}/reset"),
-        ("GET", "activations/{id}/runs"), ("GET", "runs/{run_id}"),
-        ("GET", "console"), ("GET", "console/activations/{id}"), ("GET", "console/runs/{run_id}"),
-    ])
+    assert sorted(routes) == sorted(
+        [
+            ("PUT", "catalog"),
+            ("GET", "activations"),
+            ("GET", "activations/{id}"),
+            ("POST", "activations/{id}/run"),
+            ("POST", "activations/{id}/preview"),
+            ("POST", "activations/{id}/reset"),
+            ("GET", "activations/{id}/runs"),
+            ("GET", "runs/{run_id}"),
+            ("GET", "console"),
+            ("GET", "console/activations/{id}"),
+            ("GET", "console/runs/{run_id}"),
+        ]
+    )
     for function in FUNCTIONS.values():  # what the host indexes
         assert function.get_dict_repr()["scriptFile"] == "function_app.py"
-        assert [b["name"] for b in function.get_dict_repr()["bindings"]] == \
-            [b["name"] for b in bindings(str(function.get_function_name()))]
+        assert [b["name"] for b in function.get_dict_repr()["bindings"]] == [
+            b["name"] for b in bindings(str(function.get_function_name()))
+        ]
 
 
 def test_missing_activation_answers_404(storage: Azurite, demo_db: Path) -> None:
-    status, body = http("put_catalog", "PUT", "/api/catalog",
-                        body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode())
+    status, body = http(
+        "put_catalog", "PUT", "/api/catalog", body=yaml.safe_dump(functions_catalog(demo_db, storage)).encode()
+    )
     assert (status, body) == (200, {"activations": ["small"]})
     status, body = http("get_activation", "GET", "/api/activations/nope", {"id": "nope"})
     assert status == 404
-    assert body == {"error": {"code": "not_found",
-                              "message": "no activation `nope` in the catalog; activations are: small"}}
+    assert body == {
+        "error": {"code": "not_found", "message": "no activation `nope` in the catalog; activations are: small"}
+    }
     status, body = http("run_activation", "POST", "/api/activations/nope/run", {"id": "nope"})
     assert status == 404
     status, body = http("get_run", "GET", "/api/runs/nope", {"run_id": "nope"})
@@ -65,8 +77,10 @@ def test_invalid_catalog_answers_400_with_every_problem(storage: Azurite, demo_d
     doc["activations"]["small"]["destination"] = "nowhere"
     status, body = http("put_catalog", "PUT", "/api/catalog", body=json.dumps(doc).encode())
     assert status == 400
-    assert [p["path"] for p in body["error"]["problems"]] == ["activations.small.destination",
-                                                              "activations.small.format"]
+    assert [p["path"] for p in body["error"]["problems"]] == [
+        "activations.small.destination",
+        "activations.small.format",
+    ]
     status, body = http("put_catalog", "PUT", "/api/catalog", body=b"{not json")
     assert status == 400 and "is not valid YAML or JSON" in body["error"]["message"]
 

@@ -17,48 +17,61 @@ import pytest
 from azure.functions.queue import QueueMessage
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-import core.engine
-import core.service
+import core.control.service
+import core.run.engine
+from core.control.stores import ScheduleMarks
+from core.settings import Settings
 from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, FtpServer
 from tests.helpers import T0, apply, call, deliver, get_run, http, messages, tick
 
 
-def test_timer_enqueues_exactly_the_due_activations(env: dict[str, Any], demo_db: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    apply(env, demo_db, {
-        "hourly": {"file_name": "h_{YYYY}{MM}{DD}{HH}", "schedule": "0 * * * *"},
-        "daily": {"file_name": "d_{YYYY}{MM}{DD}", "schedule": "0 6 * * *"},
-        "manual": {"file_name": "m_{run_id}"},
-    })
+def test_timer_enqueues_exactly_the_due_activations(
+    env: dict[str, Any], demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply(
+        env,
+        demo_db,
+        {
+            "hourly": {"file_name": "h_{YYYY}{MM}{DD}{HH}", "schedule": "0 * * * *"},
+            "daily": {"file_name": "d_{YYYY}{MM}{DD}", "schedule": "0 6 * * *"},
+            "manual": {"file_name": "m_{run_id}"},
+        },
+    )
     tick(monkeypatch, T0)
     assert sorted(m["run_id"] for m in messages(env)) == ["daily-20250414T060000Z", "hourly-20250414T060000Z"]
-    tick(monkeypatch, T0 + timedelta(seconds=20))       # same occurrence: nothing again
-    tick(monkeypatch, T0 + timedelta(minutes=30))       # nothing due
+    tick(monkeypatch, T0 + timedelta(seconds=20))  # same occurrence: nothing again
+    tick(monkeypatch, T0 + timedelta(minutes=30))  # nothing due
     assert messages(env) == []
     tick(monkeypatch, datetime(2025, 4, 14, 9, 10, tzinfo=UTC))  # 07:00, 08:00, 09:00 missed: one run
     [late] = messages(env)
-    assert late == {"activation": "hourly", "logical_time": "2025-04-14T09:00:00.000Z",
-                    "run_id": "hourly-20250414T090000Z", "trigger": "schedule"}
+    assert late == {
+        "activation": "hourly",
+        "logical_time": "2025-04-14T09:00:00.000Z",
+        "run_id": "hourly-20250414T090000Z",
+        "trigger": "schedule",
+    }
     assert get_run("hourly-20250414T090000Z")["status"] == "queued"
 
 
-def test_two_overlapping_ticks_enqueue_an_occurrence_once(env: dict[str, Any], demo_db: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_overlapping_ticks_enqueue_an_occurrence_once(
+    env: dict[str, Any], demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     apply(env, demo_db, {"hourly": {"file_name": "h_{YYYY}{MM}{DD}{HH}", "schedule": "0 * * * *"}})
     tick(monkeypatch, T0)
     messages(env)
     both_read = threading.Barrier(2)
-    real_last = core.service.ScheduleMarks.last
+    real_last = ScheduleMarks.last
 
     def last_then_wait(self: Any, activation: str) -> Any:
         seen = real_last(self, activation)
-        both_read.wait(timeout=10)   # both ticks read the same mark before either claims
+        both_read.wait(timeout=10)  # both ticks read the same mark before either claims
         return seen
 
-    monkeypatch.setattr(core.service.ScheduleMarks, "last", last_then_wait)
+    monkeypatch.setattr(ScheduleMarks, "last", last_then_wait)
     later = T0 + timedelta(hours=1)
-    threads = [threading.Thread(target=core.service.schedule_tick, args=(core.service.Settings.load(), later))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=core.control.service.schedule_tick, args=(Settings.load(), later)) for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -66,8 +79,9 @@ def test_two_overlapping_ticks_enqueue_an_occurrence_once(env: dict[str, Any], d
     assert [m["run_id"] for m in messages(env)] == ["hourly-20250414T070000Z"]
 
 
-def test_queue_runner_runs_and_records_history(env: dict[str, Any], demo_db: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_runner_runs_and_records_history(
+    env: dict[str, Any], demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     apply(env, demo_db, {"daily": {"file_name": "d_{YYYY}{MM}{DD}", "schedule": "0 6 * * *"}})
     tick(monkeypatch, T0)
     [message] = messages(env)
@@ -84,7 +98,7 @@ def test_queue_runner_runs_and_records_history(env: dict[str, Any], demo_db: Pat
 
 
 def slow_runs(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    real = core.engine.Run._run
+    real = core.run.engine.Run._run
 
     async def slow(self: Any) -> None:
         import asyncio
@@ -92,15 +106,20 @@ def slow_runs(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await real(self)
 
-    monkeypatch.setattr(core.engine.Run, "_run", slow)
+    monkeypatch.setattr(core.run.engine.Run, "_run", slow)
 
 
-def test_two_messages_for_one_activation_make_one_run(env: dict[str, Any], demo_db: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_messages_for_one_activation_make_one_run(
+    env: dict[str, Any], demo_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     apply(env, demo_db, {"daily": {"file_name": "d_{run_id}"}})
     slow_runs(monkeypatch, 1.5)
-    message = {"activation": "daily", "logical_time": "2025-04-14T06:00:00Z", "run_id": "daily-same",
-               "trigger": "manual"}
+    message = {
+        "activation": "daily",
+        "logical_time": "2025-04-14T06:00:00Z",
+        "run_id": "daily-same",
+        "trigger": "manual",
+    }
     other = {**message, "run_id": "daily-other"}
     outcomes: dict[str, str] = {}
 
@@ -129,7 +148,7 @@ def test_two_messages_for_one_activation_make_one_run(env: dict[str, Any], demo_
 
 def test_manual_run_while_running_answers_409(env: dict[str, Any], demo_db: Path) -> None:
     apply(env, demo_db, {"daily": {"file_name": "d"}})
-    core.service.Services(core.service.Settings.load()).leases.acquire("daily", "holder-run")
+    core.control.service.Services(Settings.load()).leases.acquire("daily", "holder-run")
     status, body = http("run_activation", "POST", "/api/activations/daily/run", {"id": "daily"})
     assert status == 409
     assert body["error"]["code"] == "run_in_progress" and "holder-run" in body["error"]["message"]
@@ -141,17 +160,23 @@ def test_terminal_error_fails_the_run_and_completes_the_message(env: dict[str, A
     deliver(message)  # no exception: the host completes the message, no retry
     record = get_run("bad-1")
     assert record["status"] == "failed" and record["error"]["code"] == "invalid_catalog"
-    assert record["error"]["message"].startswith('activations.bad.mapping[0].from: unknown column "nme"; columns '
-                                                 'are: customer_id, first_name')
+    assert record["error"]["message"].startswith(
+        'activations.bad.mapping[0].from: unknown column "nme"; columns are: customer_id, first_name'
+    )
 
 
 def test_transient_errors_retry_then_poison(env: dict[str, Any], demo_db: Path) -> None:
     closed_port = {"type": "ftp", "host": "127.0.0.1", "port": 9, "username": "u", "password_setting": "NOPE"}
-    apply(env, demo_db, {"flaky": {"file_name": "f", "destination": "down"}},
-          destinations={"out": {"type": "azure_blob", "container": env["container"], "connection_setting":
-                                "OUT_STORAGE"}, "down": closed_port})
-    message = {"activation": "flaky", "logical_time": "2025-04-14T06:00:00Z", "run_id": "flaky-1",
-               "trigger": "manual"}
+    apply(
+        env,
+        demo_db,
+        {"flaky": {"file_name": "f", "destination": "down"}},
+        destinations={
+            "out": {"type": "azure_blob", "container": env["container"], "connection_setting": "OUT_STORAGE"},
+            "down": closed_port,
+        },
+    )
+    message = {"activation": "flaky", "logical_time": "2025-04-14T06:00:00Z", "run_id": "flaky-1", "trigger": "manual"}
     import os
 
     os.environ["NOPE"] = "x"
@@ -172,46 +197,72 @@ def test_transient_errors_retry_then_poison(env: dict[str, Any], demo_db: Path) 
     call("poisoned", QueueMessage(id="p2", body=json.dumps(never_ran).encode()))
     record = get_run("flaky-2")
     assert record["status"] == "failed" and record["error"] == {
-        "code": "poisoned", "message": "the run was given up after 5 attempts"}
+        "code": "poisoned",
+        "message": "the run was given up after 5 attempts",
+    }
 
 
 def run_now(activation: str) -> dict[str, Any]:
     import asyncio
 
-    services = core.service.Services(core.service.Settings.load())
-    result = asyncio.run(core.service.run_activation(services.settings, services.catalog(), activation,
-                                                     logical_time=T0, services=services))
+    services = core.control.service.Services(Settings.load())
+    result = asyncio.run(
+        core.control.service.run_activation(
+            services.settings, services.catalog(), activation, logical_time=T0, services=services
+        )
+    )
     return result.record.as_dict()
 
 
 def test_each_warning_and_fail_on(env: dict[str, Any], demo_db: Path) -> None:
-    apply(env, demo_db, {
-        "empty": {"file_name": "e_{run_id}"},
-        "parts": {"file_name": "p_{run_id}", "max_file_rows": 100, "warnings": {"max_parts": 2}},
-        "hourly": {"file_name": "h_{YYYY}{MM}{DD}", "schedule": "0 * * * *"},
-        "strict": {"file_name": "s_{run_id}", "fail_on": ["zero_rows"]},
-    }, sql="select * from customers where customer_id <= 500")
+    apply(
+        env,
+        demo_db,
+        {
+            "empty": {"file_name": "e_{run_id}"},
+            "parts": {"file_name": "p_{run_id}", "max_file_rows": 100, "warnings": {"max_parts": 2}},
+            "hourly": {"file_name": "h_{YYYY}{MM}{DD}", "schedule": "0 * * * *"},
+            "strict": {"file_name": "s_{run_id}", "fail_on": ["zero_rows"]},
+        },
+        sql="select * from customers where customer_id <= 500",
+    )
     assert [w["code"] for w in run_now("parts")["warnings"]] == ["too_many_parts"]
     hourly = run_now("hourly")["warnings"]
-    assert hourly == [{"code": "overwrite_risk", "message": "`h_{YYYY}{MM}{DD}` names the same file for two runs "
-                       "of schedule `0 * * * *`, so each run overwrites the previous file; add a finer time "
-                       "placeholder (e.g. {HH}) if that is not meant"}]
+    assert hourly == [
+        {
+            "code": "overwrite_risk",
+            "message": "`h_{YYYY}{MM}{DD}` names the same file for two runs "
+            "of schedule `0 * * * *`, so each run overwrites the previous file; add a finer time "
+            "placeholder (e.g. {HH}) if that is not meant",
+        }
+    ]
     assert run_now("empty")["warnings"] == []
     # The model shrinks: a drop of more than 50 % against the last success, then no rows at all.
-    apply(env, demo_db, {"empty": {"file_name": "e_{run_id}"}, "strict": {"file_name": "s_{run_id}",
-                                                                          "fail_on": ["zero_rows"]}},
-          sql="select * from customers where customer_id <= 100")
+    apply(
+        env,
+        demo_db,
+        {"empty": {"file_name": "e_{run_id}"}, "strict": {"file_name": "s_{run_id}", "fail_on": ["zero_rows"]}},
+        sql="select * from customers where customer_id <= 100",
+    )
     dropped = run_now("empty")["warnings"]
-    assert dropped == [{"code": "row_drop", "message": "100 rows read, 80% fewer than the 500 of the last "
-                                                       "successful run (threshold 50%)"}]
-    apply(env, demo_db, {"empty": {"file_name": "e_{run_id}"}, "strict": {"file_name": "s_{run_id}",
-                                                                          "fail_on": ["zero_rows"]}},
-          sql="select * from customers where false")
+    assert dropped == [
+        {
+            "code": "row_drop",
+            "message": "100 rows read, 80% fewer than the 500 of the last successful run (threshold 50%)",
+        }
+    ]
+    apply(
+        env,
+        demo_db,
+        {"empty": {"file_name": "e_{run_id}"}, "strict": {"file_name": "s_{run_id}", "fail_on": ["zero_rows"]}},
+        sql="select * from customers where false",
+    )
     assert [w["code"] for w in run_now("empty")["warnings"]] == ["zero_rows", "row_drop"]  # 0 is a 100 % drop
     strict = run_now("strict")
     assert strict["status"] == "failed" and strict["error"]["code"] == "failed_on_warning"
-    assert strict["error"]["message"] == ("warning `zero_rows` fails this activation (fail_on): the model returned "
-                                          "no rows; nothing was published")
+    assert strict["error"]["message"] == (
+        "warning `zero_rows` fails this activation (fail_on): the model returned no rows; nothing was published"
+    )
     assert strict["files"] == []
     assert not [b.name for b in env["blobs"].list_blobs() if b.name.startswith("s_")]
 
@@ -219,35 +270,67 @@ def test_each_warning_and_fail_on(env: dict[str, Any], demo_db: Path) -> None:
 def test_manifest_lists_the_files_and_comes_last(env: dict[str, Any], demo_db: Path) -> None:
     apply(env, demo_db, {"parts": {"file_name": "x_{YYYY}{MM}{DD}", "max_file_rows": 200, "manifest": True}})
     record = run_now("parts")
-    assert [f["path"] for f in record["files"]] == ["x_20250414-00001.csv", "x_20250414-00002.csv",
-                                                    "x_20250414-00003.csv"]
+    assert [f["path"] for f in record["files"]] == [
+        "x_20250414-00001.csv",
+        "x_20250414-00002.csv",
+        "x_20250414-00003.csv",
+    ]
     manifest = json.loads(env["blobs"].get_blob_client("x_20250414.manifest.json").download_blob().readall())
-    assert manifest == {"activation": "parts", "run_id": record["run_id"], "logical_time": "2025-04-14T06:00:30.000Z",
-                        "files": record["files"]}
+    assert manifest == {
+        "activation": "parts",
+        "run_id": record["run_id"],
+        "logical_time": "2025-04-14T06:00:30.000Z",
+        "files": record["files"],
+    }
     modified = {b.name: b.last_modified for b in env["blobs"].list_blobs()}
     assert modified["x_20250414.manifest.json"] >= max(modified[f["path"]] for f in record["files"])
 
 
-def test_secrets_never_reach_logs_records_or_answers(env: dict[str, Any], demo_db: Path, ftp_server: FtpServer,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
-    sas = generate_container_sas(AZURITE_ACCOUNT, env["container"], account_key=AZURITE_KEY,
-                                 permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
-                                 expiry=datetime.now(UTC) + timedelta(days=3))
+def test_secrets_never_reach_logs_records_or_answers(
+    env: dict[str, Any],
+    demo_db: Path,
+    ftp_server: FtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT,
+        env["container"],
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(days=3),
+    )
     env["blobs"].create_container()
     monkeypatch.setenv("LAKE_SAS", f"{env['azurite'].endpoint('blob')}/{env['container']}?{sas}")
     monkeypatch.setenv("FTP_PW", "alex-secret-pw")
     destinations = {
         "lake": {"type": "azure_blob", "container": env["container"], "sas_url_setting": "LAKE_SAS"},
-        "ftp": {"type": "ftp", "host": "127.0.0.1", "port": ftp_server.port, "username": "alex",
-                "password_setting": "FTP_PW"},
-        "badftp": {"type": "ftp", "host": "127.0.0.1", "port": ftp_server.port, "username": "alex",
-                   "password_setting": "WRONG_PW"},
+        "ftp": {
+            "type": "ftp",
+            "host": "127.0.0.1",
+            "port": ftp_server.port,
+            "username": "alex",
+            "password_setting": "FTP_PW",
+        },
+        "badftp": {
+            "type": "ftp",
+            "host": "127.0.0.1",
+            "port": ftp_server.port,
+            "username": "alex",
+            "password_setting": "WRONG_PW",
+        },
     }
     monkeypatch.setenv("WRONG_PW", "wrong-secret-pw")
-    apply(env, demo_db, {"to_lake": {"file_name": "l", "destination": "lake"},
-                         "to_ftp": {"file_name": "f", "destination": "ftp", "folder": "secrets"},
-                         "to_bad": {"file_name": "b", "destination": "badftp"}}, destinations=destinations)
+    apply(
+        env,
+        demo_db,
+        {
+            "to_lake": {"file_name": "l", "destination": "lake"},
+            "to_ftp": {"file_name": "f", "destination": "ftp", "folder": "secrets"},
+            "to_bad": {"file_name": "b", "destination": "badftp"},
+        },
+        destinations=destinations,
+    )
     caplog.set_level(logging.DEBUG)
     answers = []
     for activation in ("to_lake", "to_ftp", "to_bad"):
@@ -279,7 +362,7 @@ def test_preview_and_reset_over_http(env: dict[str, Any], demo_db: Path) -> None
     first = run_now("delta")  # the preview moved no state: this is still the first, full run
     assert first["full"] is True and first["rows"]["exported"] == 500
     assert [b.name for b in env["blobs"].list_blobs()] == [first["files"][0]["path"]]  # nothing from the preview
-    assert run_now("delta")["rows"]["exported"] == 0          # nothing changed since
+    assert run_now("delta")["rows"]["exported"] == 0  # nothing changed since
     status, body = http("reset_activation", "POST", "/x", {"id": "delta"})
     assert (status, body) == (200, {"activation": "delta", "reset": True, "next_run": "full"})
     after = run_now("delta")

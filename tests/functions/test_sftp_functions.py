@@ -23,15 +23,23 @@ def rows(path: Path) -> list[list[str]]:
     return list(csv.reader(io.StringIO(path.read_text())))[1:]
 
 
-def test_scheduler_runner_and_http_over_sftp(env: dict[str, Any], demo_db: Path, sftp_server: SftpTarget,
-                                             monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_scheduler_runner_and_http_over_sftp(
+    env: dict[str, Any],
+    demo_db: Path,
+    sftp_server: SftpTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     for name, value in sftp_server.env("pem-passphrase").items():
         monkeypatch.setenv(name, value)
     folder = f"functions-{env['container'][:12]}"
     destinations = {"out": sftp_server.destination(key="pem-passphrase")}
-    apply(env, demo_db, {"hourly": {"file_name": "h_{YYYY}{MM}{DD}{HH}", "schedule": "0 * * * *", "folder": folder,
-                                    "manifest": True}}, destinations=destinations)
+    apply(
+        env,
+        demo_db,
+        {"hourly": {"file_name": "h_{YYYY}{MM}{DD}{HH}", "schedule": "0 * * * *", "folder": folder, "manifest": True}},
+        destinations=destinations,
+    )
     caplog.set_level(logging.DEBUG)
     tick(monkeypatch, T0)
     [message] = messages(env)
@@ -52,8 +60,12 @@ def test_scheduler_runner_and_http_over_sftp(env: dict[str, Any], demo_db: Path,
     [manual] = messages(env)  # the HTTP run is queued; the runner delivers it to the same server
     deliver(manual)
     assert get_run(started["run_id"])["status"] == "succeeded"
-    answers = [json.dumps(preview), json.dumps(started), json.dumps(record),
-               json.dumps(http("get_activation", "GET", "/x", {"id": "hourly"})[1])]
+    answers = [
+        json.dumps(preview),
+        json.dumps(started),
+        json.dumps(record),
+        json.dumps(http("get_activation", "GET", "/x", {"id": "hourly"})[1]),
+    ]
     logs = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     for secret in sftp_server.secrets():
         assert secret not in logs

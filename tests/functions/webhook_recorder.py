@@ -17,14 +17,15 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.answers: dict[str, list[int]] = {}
-        self.delays: dict[str, float] = {}   # seconds to wait before answering, per path
+        self.delays: dict[str, float] = {}  # seconds to wait before answering, per path
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append({"path": self.path, "content_type": self.headers.get("Content-Type"),
-                                          "body": json.loads(body)})
+                recorder.requests.append(
+                    {"path": self.path, "content_type": self.headers.get("Content-Type"), "body": json.loads(body)}
+                )
                 time.sleep(recorder.delays.get(self.path, 0))
                 queue = recorder.answers.get(self.path) or []
                 status = queue.pop(0) if queue else 200

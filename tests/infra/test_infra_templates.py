@@ -288,7 +288,12 @@ def test_allowlist_is_the_declared_secrets(bicep: Template, terraform: Template)
     """A catalog may name only the secrets the deployment declares (core/settings.py
     FILECAST_ALLOWED_SETTINGS): both templates build the allowlist from the secret map's names."""
     assert bicep.app_settings["FILECAST_ALLOWED_SETTINGS"] == {
-        "function": {"type": "join", "parameters": {
-            "input_array": {"function": {"type": "objectKeys", "parameters": {"arg_1": "keyVaultSecretSettings"}}},
-            "delimiter": ","}}}
+        "function": {
+            "type": "join",
+            "parameters": {
+                "input_array": {"function": {"type": "objectKeys", "parameters": {"arg_1": "keyVaultSecretSettings"}}},
+                "delimiter": ",",
+            },
+        }
+    }
     assert terraform.app_settings["FILECAST_ALLOWED_SETTINGS"] == '${join(",", keys(var.key_vault_secret_settings))}'

@@ -41,8 +41,9 @@ def small_disk(ftp_servers: FtpServers) -> Iterator[Any]:
     def mount(folder: Path, owner: tuple[int, int] = (0, 0)) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         options = f"size=1m,mode=0755,uid={owner[0]},gid={owner[1]}"
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             unavailable("a 1 MiB tmpfs (mount -t tmpfs, needs root)", RuntimeError(done.stderr.strip()))
         mounted.append(folder)

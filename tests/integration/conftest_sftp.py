@@ -20,8 +20,10 @@ from tests.integration.sftp_target import SFTP_READER, SFTP_WRITER, SftpTarget
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[SftpTarget]:
     passwords = {SFTP_WRITER: "s-" + secrets.token_urlsafe(12), SFTP_READER: "t-" + secrets.token_urlsafe(12)}
-    users = [FtpUser(SFTP_WRITER, passwords[SFTP_WRITER], home="/home/alex"),
-             FtpUser(SFTP_READER, passwords[SFTP_READER], home="/home/reader", perm="elr")]
+    users = [
+        FtpUser(SFTP_WRITER, passwords[SFTP_WRITER], home="/home/alex"),
+        FtpUser(SFTP_READER, passwords[SFTP_READER], home="/home/reader", perm="elr"),
+    ]
     site = None
     try:
         site = SshdSite.create(users)

@@ -20,7 +20,8 @@ from typing import Any
 
 from azure.data.tables import TableClient
 
-from core import cli, engine
+from core import cli
+from core.run import engine
 from core.settings import STORAGE_SETTING as STORAGE
 from core.state.table_storage import TableStorageStateStore
 
@@ -38,8 +39,11 @@ def main() -> int:
         commit = TableStorageStateStore.commit
 
         def unreachable_commit(self: TableStorageStateStore, info: Any, snapshot: Any) -> None:
-            conn = re.sub(r"TableEndpoint=http://127\.0\.0\.1:\d+", f"TableEndpoint=http://127.0.0.1:{closed_port()}",
-                          os.environ[STORAGE])
+            conn = re.sub(
+                r"TableEndpoint=http://127\.0\.0\.1:\d+",
+                f"TableEndpoint=http://127.0.0.1:{closed_port()}",
+                os.environ[STORAGE],
+            )
             self.table = TableClient.from_connection_string(conn, table_name=self.table.table_name, retry_total=0)
             commit(self, info, snapshot)
 
@@ -51,7 +55,7 @@ def main() -> int:
             await asyncio.sleep(float(os.environ.get("FILECAST_TEST_DELAY", "4")))
             await publish(self, uploads)
 
-        engine.Run._publish = slow_publish  # type: ignore[method-assign]
+        engine.Run._publish = slow_publish  # type: ignore[method-assign,assignment]
     elif fault:
         raise SystemExit(f"unknown FILECAST_TEST_FAULT `{fault}`")
     return cli.main(sys.argv[1:])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.catalog import Destination
+from core.catalog.model import Destination
 from devtools.certs import LocalCA, ServerCert
 from devtools.services import FtpServer, FtpUser, Service, ServiceUnavailable
 from devtools.vsftpd import Vsftpd, VsftpdSite
@@ -28,8 +28,8 @@ SETTINGS = {WRITER: "FTP_WRITER_PASSWORD", READER: "FTP_READER_PASSWORD"}
 class FtpTarget:
     """One running server, and how a catalog points at it."""
 
-    kind: str                       # pyftpdlib | vsftpd
-    tls: str                        # none | explicit | implicit
+    kind: str  # pyftpdlib | vsftpd
+    tls: str  # none | explicit | implicit
     server: FtpServer | Vsftpd
     ca: LocalCA
     passwords: dict[str, str]
@@ -43,8 +43,14 @@ class FtpTarget:
         return self.server.root
 
     def destination(self, user: str = WRITER, *, trust: bool = True, **extra: Any) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": "ftp", "host": "127.0.0.1", "port": self.port, "username": user,
-                               "password_setting": SETTINGS[user], "tls": self.tls}
+        doc: dict[str, Any] = {
+            "type": "ftp",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "username": user,
+            "password_setting": SETTINGS[user],
+            "tls": self.tls,
+        }
         if self.tls != "none" and trust:
             doc["ca_file"] = str(self.ca.cert)
         doc.update(extra)
@@ -75,8 +81,10 @@ class FtpServers:
 
     @property
     def users(self) -> list[FtpUser]:
-        return [FtpUser(WRITER, self.passwords[WRITER], home="/home/alex"),
-                FtpUser(READER, self.passwords[READER], home="/home/reader", perm="elr")]
+        return [
+            FtpUser(WRITER, self.passwords[WRITER], home="/home/alex"),
+            FtpUser(READER, self.passwords[READER], home="/home/reader", perm="elr"),
+        ]
 
     def get(self, kind: str, tls: str = "none", **options: Any) -> FtpTarget:
         key = (kind, tls, *sorted(options.items()))
@@ -96,8 +104,14 @@ class FtpServers:
         server: FtpServer | Vsftpd
         try:
             if kind == "pyftpdlib":
-                server = FtpServer.start(self.workdir / "pyftpdlib" / "root", self.users, tls=tls,
-                                         certfile=pem.cert, keyfile=pem.key, **options)
+                server = FtpServer.start(
+                    self.workdir / "pyftpdlib" / "root",
+                    self.users,
+                    tls=tls,
+                    certfile=pem.cert,
+                    keyfile=pem.key,
+                    **options,
+                )
             else:
                 if self.site is None:
                     self.site = VsftpdSite.create(self.users)

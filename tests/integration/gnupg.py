@@ -43,8 +43,20 @@ class Key:
 
     def gpg(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """gpg against this key's homedir, non-interactive (GnuPG 2.2: loopback pinentry)."""
-        command = [GPG, "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode", "loopback",
-                   "--passphrase", "", "--status-fd", "2", *args]
+        command = [
+            GPG,
+            "--homedir",
+            str(self.home),
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--status-fd",
+            "2",
+            *args,
+        ]
         result = subprocess.run(command, input=input, capture_output=True, timeout=120)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
@@ -77,8 +89,15 @@ class Key:
         return self.gpg("--verify", input=signed).stderr.decode(errors="replace")
 
 
-def make_key(base: Path, name: str, params: str, *, expire: str = "0", passphrase: str | None = None,
-             faked_time: str | None = None) -> Key:
+def make_key(
+    base: Path,
+    name: str,
+    params: str,
+    *,
+    expire: str = "0",
+    passphrase: str | None = None,
+    faked_time: str | None = None,
+) -> Key:
     home = base / name
     home.mkdir(mode=0o700, parents=True)
     key = Key(home, f"{name}@partner.example")

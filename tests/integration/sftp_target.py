@@ -39,8 +39,13 @@ class SftpTarget:
 
     def destination(self, user: str = SFTP_WRITER, *, key: str | None = None, **extra: Any) -> dict[str, Any]:
         """A catalog destination: password auth, or the client key `key` (see devtools.sshd.CLIENT_KEYS)."""
-        doc: dict[str, Any] = {"type": "sftp", "host": "127.0.0.1", "port": self.port, "username": user,
-                               "host_key": self.sshd.fingerprint}
+        doc: dict[str, Any] = {
+            "type": "sftp",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "username": user,
+            "host_key": self.sshd.fingerprint,
+        }
         if key is None:
             doc["password_setting"] = PASSWORD_SETTING[user]
         else:
@@ -70,9 +75,26 @@ class SftpTarget:
         script = tmp_path / "batch.sftp"
         script.write_text(batch)
         return subprocess.run(
-            ["sftp", "-q", "-b", str(script), "-P", str(self.port), "-i", str(self.site.keys[key]),
-             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
-             "-o", "IdentitiesOnly=yes", f"{SFTP_WRITER}@127.0.0.1"],
-            capture_output=True, text=True, timeout=120)
-
-
+            [
+                "sftp",
+                "-q",
+                "-b",
+                str(script),
+                "-P",
+                str(self.port),
+                "-i",
+                str(self.site.keys[key]),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={known}",
+                "-o",
+                "IdentitiesOnly=yes",
+                f"{SFTP_WRITER}@127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )

@@ -33,17 +33,33 @@ def lake_catalog(database: str, *, sql: str | None = None, container: str = "cli
     return {
         "sources": {"warehouse": {"type": "duckdb", "database": database}},
         "models": {"customers": model},
-        "destinations": {"lake": {"type": "azure_blob", "container": container, "connection_setting": "CLI_STORAGE",
-                                  "create_container": True}},
-        "activations": {"to_lake": {"model": "customers", "destination": "lake", "file_name": "customers",
-                                    "format": "csv", **activation}},
+        "destinations": {
+            "lake": {
+                "type": "azure_blob",
+                "container": container,
+                "connection_setting": "CLI_STORAGE",
+                "create_container": True,
+            }
+        },
+        "activations": {
+            "to_lake": {
+                "model": "customers",
+                "destination": "lake",
+                "file_name": "customers",
+                "format": "csv",
+                **activation,
+            }
+        },
     }
 
 
 @pytest.fixture
 def env(azurite: Azurite) -> dict[str, str]:
-    return {"AzureWebJobsStorage": azurite.connection_string, "CLI_STORAGE": azurite.connection_string,
-            "FILECAST_TABLE_PREFIX": "cli" + os.urandom(3).hex()}
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CLI_STORAGE": azurite.connection_string,
+        "FILECAST_TABLE_PREFIX": "cli" + os.urandom(3).hex(),
+    }
 
 
 def test_the_filecast_command_works_from_any_folder(tmp_path: Path, demo_db: Path) -> None:
@@ -56,8 +72,9 @@ def test_the_filecast_command_works_from_any_folder(tmp_path: Path, demo_db: Pat
     assert helped.returncode == 0 and helped.stdout.startswith("usage: filecast")
     for command in ("validate", "apply", "run", "preview", "reset", "runs"):
         assert command in helped.stdout
-    checked = subprocess.run([str(FILECAST), "validate", str(path)], capture_output=True, text=True, cwd=elsewhere,
-                             env=env)
+    checked = subprocess.run(
+        [str(FILECAST), "validate", str(path)], capture_output=True, text=True, cwd=elsewhere, env=env
+    )
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr.strip() == f"{path}: valid (1 activations)"
 
@@ -72,13 +89,15 @@ def test_runs_limit_must_be_a_positive_whole_number(value: str) -> None:
     assert time.monotonic() - started < 60  # `--limit 0` used to spin at full CPU
 
 
-def test_an_unknown_activation_exits_2_in_every_subcommand(tmp_path: Path, demo_db: Path,
-                                                          env: dict[str, str]) -> None:
+def test_an_unknown_activation_exits_2_in_every_subcommand(tmp_path: Path, demo_db: Path, env: dict[str, str]) -> None:
     path = write_catalog(tmp_path / "catalog.yaml", lake_catalog(str(demo_db)))
     expected = "error: no activation `nope` in the catalog; activations are: to_lake"
     args: tuple[str, ...]
-    for args in (("run", "nope", "--catalog", str(path)), ("preview", "nope", "--catalog", str(path)),
-                 ("reset", "nope", "--catalog", str(path))):
+    for args in (
+        ("run", "nope", "--catalog", str(path)),
+        ("preview", "nope", "--catalog", str(path)),
+        ("reset", "nope", "--catalog", str(path)),
+    ):
         result = cli(*args, env=env)
         assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (2, expected), args
     assert cli("apply", str(path), env=env).returncode == 0
@@ -91,7 +110,8 @@ def test_an_unknown_activation_exits_2_in_every_subcommand(tmp_path: Path, demo_
 
 
 def test_apply_then_run_from_another_folder_reads_the_database_the_catalog_named(
-        tmp_path: Path, demo_db: Path, env: dict[str, str]) -> None:
+    tmp_path: Path, demo_db: Path, env: dict[str, str]
+) -> None:
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     shutil.copyfile(demo_db, project / "data" / "warehouse.duckdb")
@@ -99,8 +119,10 @@ def test_apply_then_run_from_another_folder_reads_the_database_the_catalog_named
     applied = cli("apply", str(path), env=env, cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
     # Outside the app folder: this machine reads it, the Function App would not: `apply` says so.
-    assert (f"warning: sources.warehouse.database: `{project / 'data' / 'warehouse.duckdb'}` is outside the app "
-            f"folder `{REPO}`") in applied.stderr
+    assert (
+        f"warning: sources.warehouse.database: `{project / 'data' / 'warehouse.duckdb'}` is outside the app "
+        f"folder `{REPO}`"
+    ) in applied.stderr
     assert "a DuckDB database is a file deployed with the app" in applied.stderr
     elsewhere = tmp_path / "somewhere" / "else"
     elsewhere.mkdir(parents=True)
@@ -111,7 +133,8 @@ def test_apply_then_run_from_another_folder_reads_the_database_the_catalog_named
 
 
 def test_a_catalog_applied_inside_the_app_folder_resolves_against_it_from_anywhere(
-        tmp_path: Path, env: dict[str, str]) -> None:
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     # examples/catalog.yaml names `demo.duckdb` next to it: stored relative to the app's root, as
     # the Function App (whose root holds the same files) resolves it.
     result = cli("apply", str(REPO / "examples" / "catalog.yaml"), env=env, cwd=tmp_path)
@@ -137,7 +160,8 @@ def test_azure_errors_carry_the_service_message(tmp_path: Path, demo_db: Path) -
 
 
 def test_ctrl_c_ends_with_one_line_exit_130_and_a_record_of_what_was_published(
-        tmp_path: Path, env: dict[str, str]) -> None:
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     # A model slow enough to be interrupted mid-stream: 30 M computed rows.
     slow = "select i as customer_id, md5(i::varchar) as name from range(30000000) t(i)"
     database = tmp_path / "empty.duckdb"
@@ -147,15 +171,23 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_a_record_of_what_was_published(
     path = write_catalog(tmp_path / "catalog.yaml", lake_catalog(str(database), sql=slow, container="interrupted"))
     assert cli("apply", str(path), env=env).returncode == 0
     full_env = dict(os.environ, PYTHONPATH=str(REPO), FILECAST_LOCAL_SETTINGS=os.devnull, **env)
-    process = subprocess.Popen([sys.executable, "-m", "core", "run", "to_lake"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=full_env, cwd=tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", "run", "to_lake"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=tmp_path,
+    )
     time.sleep(4)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == ("interrupted: the run was interrupted before anything was published: "
-                                            "the destination is unchanged and the delta state did not advance")
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: the run was interrupted before anything was published: "
+        "the destination is unchanged and the delta state did not advance"
+    )
     from azure.storage.blob import BlobServiceClient
 
     container = BlobServiceClient.from_connection_string(env["CLI_STORAGE"]).get_container_client("interrupted")
@@ -171,8 +203,9 @@ def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]
     """Run the CLI with stderr on a pseudo-terminal (stdout a pipe), as a user at a shell sees it."""
     main, secondary = pty.openpty()
     full_env = dict(os.environ, PYTHONPATH=str(REPO), FILECAST_LOCAL_SETTINGS=os.devnull, **env)
-    process = subprocess.Popen([sys.executable, "-m", "core", *args], stdout=subprocess.PIPE, stderr=secondary,
-                               env=full_env, cwd=REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", *args], stdout=subprocess.PIPE, stderr=secondary, env=full_env, cwd=REPO
+    )
     os.close(secondary)
     chunks: list[bytes] = []
     while True:
@@ -193,7 +226,8 @@ def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]
 
 
 def test_the_progress_line_is_cleared_before_log_lines_and_a_final_line_closes_the_run(
-        tmp_path: Path, env: dict[str, str]) -> None:
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     database = tmp_path / "empty.duckdb"
     import duckdb
 
@@ -209,14 +243,22 @@ def test_the_progress_line_is_cleared_before_log_lines_and_a_final_line_closes_t
         before = terminal[: match.start()]
         assert before == "" or before.endswith(("\n", "\r\x1b[K")), repr(before[-80:])
     last = terminal.replace("\r\n", "\n").rstrip("\n").split("\n")[-1]
-    assert re.fullmatch(r"(\r\x1b\[K)?to_lake: succeeded, 3,000,000 rows read, 3,000,000 exported in 1 file "
-                        r"\([0-9.]+ MB\) in [0-9.]+ s", last), repr(last)
+    assert re.fullmatch(
+        r"(\r\x1b\[K)?to_lake: succeeded, 3,000,000 rows read, 3,000,000 exported in 1 file "
+        r"\([0-9.]+ MB\) in [0-9.]+ s",
+        last,
+    ), repr(last)
 
 
 def test_validate_probe_reports_static_and_column_problems_together(tmp_path: Path, demo_db: Path) -> None:
     doc = lake_catalog(str(demo_db), schedule="0 25 * * *")
-    doc["activations"]["mapped"] = {"model": "customers", "destination": "lake", "file_name": "m", "format": "csv",
-                                    "mapping": [{"from": "nme", "to": "name"}]}
+    doc["activations"]["mapped"] = {
+        "model": "customers",
+        "destination": "lake",
+        "file_name": "m",
+        "format": "csv",
+        "mapping": [{"from": "nme", "to": "name"}],
+    }
     path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = cli("validate", "--probe", str(path))
     assert result.returncode == 2
@@ -229,16 +271,19 @@ def test_validate_probe_reports_static_and_column_problems_together(tmp_path: Pa
     ]
 
 
-def test_gzip_parts_in_azure_are_bounded_as_stored_and_served_as_gzip(tmp_path: Path, demo_db: Path,
-                                                                       env: dict[str, str]) -> None:
+def test_gzip_parts_in_azure_are_bounded_as_stored_and_served_as_gzip(
+    tmp_path: Path, demo_db: Path, env: dict[str, str]
+) -> None:
     import gzip
 
     import duckdb
     from azure.storage.blob import BlobServiceClient
 
     limit = 500_000
-    path = write_catalog(tmp_path / "catalog.yaml", lake_catalog(
-        str(demo_db), container="gzipped", compression="gzip", max_file_size=limit))
+    path = write_catalog(
+        tmp_path / "catalog.yaml",
+        lake_catalog(str(demo_db), container="gzipped", compression="gzip", max_file_size=limit),
+    )
     result = cli("run", "to_lake", "--catalog", str(path), env=env)
     record = run_record(result)
     assert result.returncode == 0, record["error"]

@@ -13,11 +13,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from core.catalog import parse_catalog
+from core.catalog.parse import parse_catalog
 from core.destinations.memory import MemoryDestination
-from core.engine import Run
 from core.errors import StateConflict
-from core.records import RunRecord
+from core.run.engine import Run
+from core.run.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
 from devtools.services import Azurite, FtpServer
@@ -36,8 +36,12 @@ def make_db(path: Path) -> Path:
 
 
 # Between run 1 and 2: a new row, a mapped change, an unmapped change, a delete.
-CHANGES = ("INSERT INTO people VALUES (5, 'Eve', 20, 'e')", "UPDATE people SET age = 41 WHERE id = 2",
-           "UPDATE people SET unmapped = 'zzz' WHERE id = 3", "DELETE FROM people WHERE id = 4")
+CHANGES = (
+    "INSERT INTO people VALUES (5, 'Eve', 20, 'e')",
+    "UPDATE people SET age = 41 WHERE id = 2",
+    "UPDATE people SET unmapped = 'zzz' WHERE id = 3",
+    "DELETE FROM people WHERE id = 4",
+)
 
 
 @pytest.fixture(params=["azure", "ftp", "sftp"])
@@ -54,15 +58,22 @@ def test_upsert_sends_new_rows_and_mapped_changes(target: Target, tmp_path: Path
     db = make_db(tmp_path / "people.duckdb")
     first = target.run(db, "upsert", 1)
     assert first["full"] is True and first["rows"]["exported"] == 4
-    assert files(target, first) == {"people_20250401.csv": [("1", "Ann", "30"), ("2", "Bob", "40"),
-                                                            ("3", "Cid", "50"), ("4", "Dee", "60")]}
+    assert files(target, first) == {
+        "people_20250401.csv": [("1", "Ann", "30"), ("2", "Bob", "40"), ("3", "Cid", "50"), ("4", "Dee", "60")]
+    }
     mutate(db, *CHANGES)
     second = target.run(db, "upsert", 2)
     assert second["full"] is False
-    assert {k: second["rows"][k] for k in ("read", "added", "updated", "removed", "unchanged", "exported")} == \
-        {"read": 4, "added": 1, "updated": 1, "removed": 1, "unchanged": 2, "exported": 2}
+    assert {k: second["rows"][k] for k in ("read", "added", "updated", "removed", "unchanged", "exported")} == {
+        "read": 4,
+        "added": 1,
+        "updated": 1,
+        "removed": 1,
+        "unchanged": 2,
+        "exported": 2,
+    }
     assert files(target, second) == {"people_20250402.csv": [("2", "Bob", "41"), ("5", "Eve", "20")]}
-    third = target.run(db, "upsert", 3)   # nothing changed: an empty (header-only) file
+    third = target.run(db, "upsert", 3)  # nothing changed: an empty (header-only) file
     assert third["rows"]["exported"] == 0 and files(target, third) == {"people_20250403.csv": []}
 
 
@@ -85,7 +96,9 @@ def test_difference_writes_added_updated_removed(target: Target, tmp_path: Path)
     first = target.run(db, "difference", 1)
     assert files(target, first) == {
         "people_20250401_added.csv": [("1", "Ann", "30"), ("2", "Bob", "40"), ("3", "Cid", "50"), ("4", "Dee", "60")],
-        "people_20250401_updated.csv": [], "people_20250401_removed.csv": []}
+        "people_20250401_updated.csv": [],
+        "people_20250401_removed.csv": [],
+    }
     mutate(db, *CHANGES, "UPDATE people SET name = 'Robert' WHERE id = 2")
     second = target.run(db, "difference", 2)
     assert files(target, second) == {
@@ -98,8 +111,10 @@ def test_difference_writes_added_updated_removed(target: Target, tmp_path: Path)
     mutate(db, "INSERT INTO people VALUES (4, 'Dee', 61, 'd')", "DELETE FROM people WHERE id = 2")
     third = target.run(db, "difference", 3)
     assert files(target, third) == {
-        "people_20250403_added.csv": [("4", "Dee", "61")], "people_20250403_updated.csv": [],
-        "people_20250403_removed.csv": [("2", "Robert", "41")]}
+        "people_20250403_added.csv": [("4", "Dee", "61")],
+        "people_20250403_updated.csv": [],
+        "people_20250403_removed.csv": [("2", "Robert", "41")],
+    }
 
 
 def test_reset_and_preview(target: Target, tmp_path: Path) -> None:
@@ -107,8 +122,13 @@ def test_reset_and_preview(target: Target, tmp_path: Path) -> None:
     target.run(db, "upsert", 1)
     mutate(db, *CHANGES)
     preview = target.run(db, "upsert", 2, "preview", "sync")
-    assert preview["files"] == [{"path": f"{target.folder}/people_20250402.csv", "rows": 2,
-                                 "bytes": len('"id","name","age"\n2,"Bob",41\n5,"Eve",20\n')}]
+    assert preview["files"] == [
+        {
+            "path": f"{target.folder}/people_20250402.csv",
+            "rows": 2,
+            "bytes": len('"id","name","age"\n2,"Bob",41\n5,"Eve",20\n'),
+        }
+    ]
     assert preview["rows"]["added"] == 1 and preview["rows"]["updated"] == 1
     # The preview neither uploaded nor moved the state: the real run sees the same changes.
     with pytest.raises(Exception):  # noqa: B017 - not there, whatever the destination's error
@@ -129,8 +149,10 @@ def engine_run(catalog: Any, destination: MemoryDestination, state: MemoryStateS
 
 
 def memory_catalog(db: Path) -> Any:
-    return parse_catalog(people_catalog(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
-                                        "difference"), db.parent)
+    return parse_catalog(
+        people_catalog(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}, "difference"),
+        db.parent,
+    )
 
 
 def test_a_failed_publish_keeps_the_state_and_the_next_run_sends_both_runs_changes(tmp_path: Path) -> None:
@@ -146,8 +168,11 @@ def test_a_failed_publish_keeps_the_state_and_the_next_run_sends_both_runs_chang
     result = engine_run(catalog, good, state, 3)
     assert result.exception is None
     got = {path.rsplit("_", 1)[-1]: rows_of(data) for path, data in good.files.items()}
-    assert got == {"added.csv": [("5", "Eve", "20"), ("6", "Fay", "70")], "updated.csv": [("2", "Bob", "41")],
-                   "removed.csv": [("4", "Dee", "60")]}
+    assert got == {
+        "added.csv": [("5", "Eve", "20"), ("6", "Fay", "70")],
+        "updated.csv": [("2", "Bob", "41")],
+        "removed.csv": [("4", "Dee", "60")],
+    }
 
 
 def test_a_crash_between_publish_and_commit_resends_the_changes(tmp_path: Path) -> None:
@@ -163,7 +188,8 @@ def test_a_crash_between_publish_and_commit_resends_the_changes(tmp_path: Path) 
     again = MemoryDestination()
     assert engine_run(catalog, again, state, 3).exception is None
     resent: Callable[[MemoryDestination], dict[str, Any]] = lambda d: {  # noqa: E731
-        p.rsplit("_", 1)[-1]: rows_of(b) for p, b in d.files.items()}
+        p.rsplit("_", 1)[-1]: rows_of(b) for p, b in d.files.items()
+    }
     assert resent(again) == resent(published)
 
 
@@ -201,8 +227,15 @@ def test_duplicate_and_null_keys_are_warned_or_fail(tmp_path: Path) -> None:
     assert sorted(codes) == ["duplicate_key", "null_key"]
     assert codes["duplicate_key"].startswith("1 rows repeat a primary key (id) seen earlier in the run, e.g. ")
     assert "id=2" in codes["duplicate_key"] and codes["null_key"].startswith("1 rows have a NULL in the primary key")
-    strict = parse_catalog(people_catalog(db, {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
-                                          "difference", on_duplicate_key="fail"), db.parent)
+    strict = parse_catalog(
+        people_catalog(
+            db,
+            {"type": "azure_blob", "container": "xyz", "connection_setting": "X"},
+            "difference",
+            on_duplicate_key="fail",
+        ),
+        db.parent,
+    )
     failing = MemoryDestination()
     result = engine_run(strict, failing, MemoryStateStore(), 1)
     assert result.record.status == "failed" and result.record.error["code"] == "invalid_primary_key"
@@ -222,8 +255,7 @@ def sent(destination: MemoryDestination) -> dict[str, list[tuple[str, ...]]]:
 
 
 @pytest.mark.parametrize("mode", ["insert", "upsert", "difference"])
-def test_a_run_with_no_change_writes_no_state_and_commits_the_current_generation(tmp_path: Path,
-                                                                                 mode: str) -> None:
+def test_a_run_with_no_change_writes_no_state_and_commits_the_current_generation(tmp_path: Path, mode: str) -> None:
     db = make_db(tmp_path / "people.duckdb")
     catalog, state = mode_catalog(db, mode), MemoryStateStore()
     assert engine_run(catalog, MemoryDestination(), state, 1).exception is None
@@ -244,10 +276,15 @@ def test_a_run_with_no_change_writes_no_state_and_commits_the_current_generation
     mutate(db, *CHANGES)
     after = MemoryDestination()
     assert engine_run(catalog, after, state, 3).exception is None
-    expected = {"insert": {"20250403.csv": [("5", "Eve", "20")]},
-                "upsert": {"20250403.csv": [("2", "Bob", "41"), ("5", "Eve", "20")]},
-                "difference": {"added.csv": [("5", "Eve", "20")], "updated.csv": [("2", "Bob", "41")],
-                               "removed.csv": [("4", "Dee", "60")]}}[mode]
+    expected = {
+        "insert": {"20250403.csv": [("5", "Eve", "20")]},
+        "upsert": {"20250403.csv": [("2", "Bob", "41"), ("5", "Eve", "20")]},
+        "difference": {
+            "added.csv": [("5", "Eve", "20")],
+            "updated.csv": [("2", "Bob", "41")],
+            "removed.csv": [("4", "Dee", "60")],
+        },
+    }[mode]
     assert sent(after) == expected
 
 

@@ -24,15 +24,15 @@ from typing import Any
 import duckdb
 import pytest
 
-from core import pgp_stream
-from core.catalog import parse_catalog
+from core.catalog.parse import parse_catalog
 from core.destinations.memory import MemoryDestination
-from core.encryption import Encryption, load_keys
-from core.engine import Run, RunResult
-from core.formats import WRITERS
-from core.records import RunRecord
+from core.run.engine import Run, RunResult
+from core.run.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
+from core.write import pgp_stream
+from core.write.encryption import Encryption, load_keys
+from core.write.formats import WRITERS
 from devtools.services import FtpServer
 from tests.helpers import cli, run_record, unavailable, write_catalog
 from tests.integration import gnupg
@@ -58,8 +58,16 @@ def gpg_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     # A primary key that never expires, whose only encryption subkey expired on 2020-12-31.
     stale = make_key(base, "stale", SIGN_ONLY, faked_time="20200101T000000")
     gnupg.add_subkey(stale, "cv25519", "encr", "1y", faked_time="20200101T000000")
-    keys = {"rsa": rsa, "cv": cv, "signer": signer, "expired": expired, "revoked": revoked, "soon": soon,
-            "stale": stale, "revoked_public": revoke(revoked)}
+    keys = {
+        "rsa": rsa,
+        "cv": cv,
+        "signer": signer,
+        "expired": expired,
+        "revoked": revoked,
+        "soon": soon,
+        "stale": stale,
+        "revoked_public": revoke(revoked),
+    }
     yield keys
     for key in (rsa, cv, signer, expired, revoked, soon, stale):  # the gpg-agents these homedirs started
         subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "gpg-agent"], capture_output=True, check=False)
@@ -76,8 +84,11 @@ def people_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings_for(keys: dict[str, Any], *recipients: str) -> dict[str, str]:
-    return {"PARTNER_KEYS": "".join(keys[r].public for r in recipients),
-            "SIGNING_KEY": keys["signer"].secret(SIGNING_PASSPHRASE), "SIGNING_PASSPHRASE": SIGNING_PASSPHRASE}
+    return {
+        "PARTNER_KEYS": "".join(keys[r].public for r in recipients),
+        "SIGNING_KEY": keys["signer"].secret(SIGNING_PASSPHRASE),
+        "SIGNING_PASSPHRASE": SIGNING_PASSPHRASE,
+    }
 
 
 def catalog_doc(db: Path, **activation: Any) -> dict[str, Any]:
@@ -85,13 +96,21 @@ def catalog_doc(db: Path, **activation: Any) -> dict[str, Any]:
         "sources": {"db": {"type": "duckdb", "database": str(db)}},
         "models": {"people": {"source": "db", "table": "people", "primary_key": ["id"]}},
         "destinations": {"target": {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}},
-        "activations": {"export": {"model": "people", "destination": "target", "file_name": "people_{YYYY}{MM}{DD}",
-                                   "format": "csv", **activation}},
+        "activations": {
+            "export": {
+                "model": "people",
+                "destination": "target",
+                "file_name": "people_{YYYY}{MM}{DD}",
+                "format": "csv",
+                **activation,
+            }
+        },
     }
 
 
-def export(db: Path, settings: dict[str, str], *, state: MemoryStateStore | None = None, run_id: str = "r1",
-           **activation: Any) -> tuple[RunResult, dict[str, bytes]]:
+def export(
+    db: Path, settings: dict[str, str], *, state: MemoryStateStore | None = None, run_id: str = "r1", **activation: Any
+) -> tuple[RunResult, dict[str, bytes]]:
     catalog = parse_catalog(catalog_doc(db, **activation), db.parent)
     destination = MemoryDestination()
     record = RunRecord(run_id, "export", "manual", AT)
@@ -104,13 +123,17 @@ def signed_by(status: str, key: Key) -> bool:
     return f"VALIDSIG {key.fingerprint}" in status and "GOODSIG" in status
 
 
-SIGNED = {"recipients_setting": "PARTNER_KEYS", "signing_key_setting": "SIGNING_KEY",
-          "signing_passphrase_setting": "SIGNING_PASSPHRASE"}
+SIGNED = {
+    "recipients_setting": "PARTNER_KEYS",
+    "signing_key_setting": "SIGNING_KEY",
+    "signing_passphrase_setting": "SIGNING_PASSPHRASE",
+}
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))
 def test_every_format_decrypts_with_gpg_for_both_recipients_and_the_signature_verifies(
-        gpg_keys: dict[str, Any], people_db: Path, fmt: str) -> None:
+    gpg_keys: dict[str, Any], people_db: Path, fmt: str
+) -> None:
     settings = settings_for(gpg_keys, "rsa", "cv")
     plain_result, plain = export(people_db, settings, format=fmt)
     result, files = export(people_db, settings, format=fmt, encryption=SIGNED)
@@ -133,8 +156,9 @@ def test_gzip_parts_armoured_and_unsigned(gpg_keys: dict[str, Any], people_db: P
     settings = settings_for(gpg_keys, "cv")
     options: dict[str, Any] = {"compression": "gzip", "max_file_rows": 1500}
     _, plain = export(people_db, settings, **options)
-    result, files = export(people_db, settings, **options,
-                           encryption={"recipients_setting": "PARTNER_KEYS", "armor": True})
+    result, files = export(
+        people_db, settings, **options, encryption={"recipients_setting": "PARTNER_KEYS", "armor": True}
+    )
     assert result.exception is None, result.exception
     assert sorted(files) == [f"people_20250414-0000{n}.csv.gz.asc" for n in range(1, 5)]
     assert sorted(plain) == [f"people_20250414-0000{n}.csv.gz" for n in range(1, 5)]
@@ -163,15 +187,18 @@ def test_max_file_size_bounds_the_file_as_stored(gpg_keys: dict[str, Any], peopl
 @pytest.mark.parametrize("armor", [False, True])
 def test_the_size_bound_holds_and_is_close(gpg_keys: dict[str, Any], armor: bool) -> None:
     """`Keys.bound(limit)` bytes of incompressible data encrypt to at most `limit` bytes, and not much less."""
-    keys = load_keys(Encryption("PARTNER_KEYS", "SIGNING_KEY", "SIGNING_PASSPHRASE", armor=armor),
-                     Settings(settings_for(gpg_keys, "rsa", "cv")))
+    keys = load_keys(
+        Encryption("PARTNER_KEYS", "SIGNING_KEY", "SIGNING_PASSPHRASE", armor=armor),
+        Settings(settings_for(gpg_keys, "rsa", "cv")),
+    )
     for limit in (8 * 1024, 64 * 1024, 1_000_000, 16_000_000):
         size = len(keys.encrypt(os.urandom(keys.bound(limit))))
         assert limit - 4096 - limit * 0.003 < size <= limit, (limit, size)  # fixed allowance, 0.1 % slack
 
 
-def test_difference_files_and_the_manifest_are_encrypted(gpg_keys: dict[str, Any], people_db: Path,
-                                                         tmp_path: Path) -> None:
+def test_difference_files_and_the_manifest_are_encrypted(
+    gpg_keys: dict[str, Any], people_db: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "people.duckdb"
     shutil.copy(people_db, db)
     settings = settings_for(gpg_keys, "rsa")
@@ -180,8 +207,10 @@ def test_difference_files_and_the_manifest_are_encrypted(gpg_keys: dict[str, Any
     export(db, settings, state=plain_state, **delta)
     export(db, settings, state=state, encryption=SIGNED, **delta)
     with duckdb.connect(str(db)) as con:
-        con.execute("UPDATE people SET amount = 0 WHERE id <= 10; DELETE FROM people WHERE id > 4990;"
-                    "INSERT INTO people SELECT 9000 + id, name, amount, seen, vip FROM people WHERE id <= 5")
+        con.execute(
+            "UPDATE people SET amount = 0 WHERE id <= 10; DELETE FROM people WHERE id > 4990;"
+            "INSERT INTO people SELECT 9000 + id, name, amount, seen, vip FROM people WHERE id <= 5"
+        )
     _, plain = export(db, settings, state=plain_state, run_id="r2", **delta)
     result, files = export(db, settings, state=state, run_id="r2", encryption=SIGNED, **delta)
     assert result.exception is None, result.exception
@@ -209,27 +238,33 @@ BAD_KEYS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_KEYS))
-def test_bad_recipient_keys_fail_before_anything_is_read(gpg_keys: dict[str, Any], tmp_path: Path,
-                                                         case: str) -> None:
+def test_bad_recipient_keys_fail_before_anything_is_read(gpg_keys: dict[str, Any], tmp_path: Path, case: str) -> None:
     name, expected = BAD_KEYS[case]
     value = gpg_keys[name] if isinstance(gpg_keys[name], str) else gpg_keys[name].public
     key = gpg_keys[name.removesuffix("_public")]
     # The database does not exist: a run that reached the source would fail with a source error.
-    result, files = export(tmp_path / "missing.duckdb", {"PARTNER_KEYS": value},
-                           encryption={"recipients_setting": "PARTNER_KEYS"})
+    result, files = export(
+        tmp_path / "missing.duckdb", {"PARTNER_KEYS": value}, encryption={"recipients_setting": "PARTNER_KEYS"}
+    )
     assert result.exception is not None and files == {} and result.record.rows.read == 0
     message = result.exception.message
-    assert message.startswith(f"key `{key.fingerprint}` ({name.removesuffix('_public')} partner "
-                              f"<{key.email}>) in app setting `PARTNER_KEYS`")
+    assert message.startswith(
+        f"key `{key.fingerprint}` ({name.removesuffix('_public')} partner <{key.email}>) in app setting `PARTNER_KEYS`"
+    )
     assert expected in message and result.exception.code == "invalid_catalog"
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("not a key at all", "app setting `PARTNER_KEYS` does not hold ASCII-armoured OpenPGP public keys"),
-    ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
-     "app setting `PARTNER_KEYS` does not hold ASCII-armoured OpenPGP public keys"),
-    (None, "app setting `PARTNER_KEYS` (the OpenPGP public keys files are encrypted to) is not set"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("not a key at all", "app setting `PARTNER_KEYS` does not hold ASCII-armoured OpenPGP public keys"),
+        (
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            "app setting `PARTNER_KEYS` does not hold ASCII-armoured OpenPGP public keys",
+        ),
+        (None, "app setting `PARTNER_KEYS` (the OpenPGP public keys files are encrypted to) is not set"),
+    ],
+)
 def test_garbage_or_missing_recipients_setting(tmp_path: Path, value: str | None, expected: str) -> None:
     settings = {} if value is None else {"PARTNER_KEYS": value}
     result, _ = export(tmp_path / "missing.duckdb", settings, encryption={"recipients_setting": "PARTNER_KEYS"})
@@ -237,21 +272,34 @@ def test_garbage_or_missing_recipients_setting(tmp_path: Path, value: str | None
     assert result.record.rows.read == 0
 
 
-def test_signing_key_problems_are_named_without_their_secrets(gpg_keys: dict[str, Any], tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_signing_key_problems_are_named_without_their_secrets(
+    gpg_keys: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     good = settings_for(gpg_keys, "cv")
     signer = gpg_keys["signer"]
     cases = [
-        ({**good, "SIGNING_PASSPHRASE": "wrong passphrase"}, SIGNED,
-         f"the passphrase in app setting `SIGNING_PASSPHRASE` does not unlock the signing key `{signer.fingerprint}`"),
-        (good, {"recipients_setting": "PARTNER_KEYS", "signing_key_setting": "SIGNING_KEY"},
-         f"signing key `{signer.fingerprint}` (signer partner <{signer.email}>) in app setting `SIGNING_KEY` is "
-         "protected by a passphrase: name the app setting holding it in `signing_passphrase_setting`"),
-        ({**good, "SIGNING_KEY": gpg_keys["cv"].public}, SIGNED,
-         "app setting `SIGNING_KEY` does not hold an ASCII-armoured OpenPGP private key"),
-        ({**good, "PARTNER_KEYS": good["SIGNING_KEY"]}, SIGNED,
-         "app setting `PARTNER_KEYS` holds a private key: give only the partner's public key"),
+        (
+            {**good, "SIGNING_PASSPHRASE": "wrong passphrase"},
+            SIGNED,
+            f"the passphrase in app setting `SIGNING_PASSPHRASE` does not unlock the signing key `{signer.fingerprint}`",  # noqa: E501
+        ),
+        (
+            good,
+            {"recipients_setting": "PARTNER_KEYS", "signing_key_setting": "SIGNING_KEY"},
+            f"signing key `{signer.fingerprint}` (signer partner <{signer.email}>) in app setting `SIGNING_KEY` is "
+            "protected by a passphrase: name the app setting holding it in `signing_passphrase_setting`",
+        ),
+        (
+            {**good, "SIGNING_KEY": gpg_keys["cv"].public},
+            SIGNED,
+            "app setting `SIGNING_KEY` does not hold an ASCII-armoured OpenPGP private key",
+        ),
+        (
+            {**good, "PARTNER_KEYS": good["SIGNING_KEY"]},
+            SIGNED,
+            "app setting `PARTNER_KEYS` holds a private key: give only the partner's public key",
+        ),
     ]
     for settings, block, expected in cases:
         result, files = export(tmp_path / "missing.duckdb", settings, encryption=block)
@@ -269,24 +317,30 @@ def test_a_key_expiring_within_30_days_warns_on_the_run(gpg_keys: dict[str, Any]
     assert result.exception is None and len(files) == 1
     [warning] = result.record.warnings
     assert warning["code"] == "key_expiring"
-    assert warning["message"].startswith(f"OpenPGP recipient key `{gpg_keys['soon'].fingerprint}` (soon partner "
-                                         "<soon@partner.example>) expires on ")
+    assert warning["message"].startswith(
+        f"OpenPGP recipient key `{gpg_keys['soon'].fingerprint}` (soon partner <soon@partner.example>) expires on "
+    )
     failed, files = export(people_db, settings, encryption=block, fail_on=["key_expiring"])
     assert failed.exception is not None and failed.exception.code == "failed_on_warning" and files == {}
 
 
-def test_validate_names_bad_keys_and_probe_shows_fingerprint_and_expiry(gpg_keys: dict[str, Any], people_db: Path,
-                                                                        tmp_path: Path) -> None:
+def test_validate_names_bad_keys_and_probe_shows_fingerprint_and_expiry(
+    gpg_keys: dict[str, Any], people_db: Path, tmp_path: Path
+) -> None:
     doc = catalog_doc(people_db, encryption=SIGNED)
     path = write_catalog(tmp_path / "catalog.yaml", doc)
     env = settings_for(gpg_keys, "rsa", "cv")
     probed = cli("validate", "--probe", str(path), env=env)
     assert probed.returncode == 0, probed.stderr
     rsa, cv, signer = gpg_keys["rsa"], gpg_keys["cv"], gpg_keys["signer"]
-    assert f"activations.export.encryption: recipient `{rsa.fingerprint}` (rsa partner <rsa@partner.example>), " \
-           "expires 20" in probed.stderr
-    assert f"activations.export.encryption: recipient `{cv.fingerprint}` (cv partner <cv@partner.example>), " \
-           "does not expire" in probed.stderr
+    assert (
+        f"activations.export.encryption: recipient `{rsa.fingerprint}` (rsa partner <rsa@partner.example>), "
+        "expires 20" in probed.stderr
+    )
+    assert (
+        f"activations.export.encryption: recipient `{cv.fingerprint}` (cv partner <cv@partner.example>), "
+        "does not expire" in probed.stderr
+    )
     assert f"activations.export.encryption: signer `{signer.fingerprint}`" in probed.stderr
     assert SIGNING_PASSPHRASE not in probed.stderr + probed.stdout
     bad = cli("validate", str(path), env={**env, "PARTNER_KEYS": gpg_keys["expired"].public})
@@ -295,12 +349,18 @@ def test_validate_names_bad_keys_and_probe_shows_fingerprint_and_expiry(gpg_keys
     assert "expired on 2020-12-31" in bad.stderr
 
 
-def test_the_cli_delivers_an_encrypted_file_over_ftp_that_gpg_decrypts(gpg_keys: dict[str, Any], people_db: Path,
-                                                                       ftp_server: FtpServer, tmp_path: Path) -> None:
+def test_the_cli_delivers_an_encrypted_file_over_ftp_that_gpg_decrypts(
+    gpg_keys: dict[str, Any], people_db: Path, ftp_server: FtpServer, tmp_path: Path
+) -> None:
     """The README's example as a partner sees it: `run` through the CLI, the file read off the FTP server's disk."""
     doc = catalog_doc(people_db, encryption=SIGNED, compression="gzip")
-    doc["destinations"]["target"] = {"type": "ftp", "host": "127.0.0.1", "port": ftp_server.port,
-                                     "username": "alex", "password_setting": "FTP_PW"}
+    doc["destinations"]["target"] = {
+        "type": "ftp",
+        "host": "127.0.0.1",
+        "port": ftp_server.port,
+        "username": "alex",
+        "password_setting": "FTP_PW",
+    }
     path = write_catalog(tmp_path / "catalog.yaml", doc)
     env = {**settings_for(gpg_keys, "rsa", "cv"), "FTP_PW": "alex-secret-pw"}
     result = cli("run", "export", "--catalog", str(path), "--at", "2025-04-14T06:00:00Z", env=env)
@@ -317,8 +377,9 @@ def test_the_cli_delivers_an_encrypted_file_over_ftp_that_gpg_decrypts(gpg_keys:
         assert secret not in result.stdout + result.stderr
 
 
-def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(gpg_keys: dict[str, Any], people_db: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(
+    gpg_keys: dict[str, Any], people_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fault comes from outside: SIGKILL to the OpenPGP helper process, as the OOM killer would."""
     original = pgp_stream.Stage.__init__
 
@@ -333,8 +394,9 @@ def test_a_helper_killed_mid_run_fails_the_run_and_publishes_nothing(gpg_keys: d
     assert result.exception.message == "OpenPGP encryption failed: the helper process was killed by signal 9"
 
 
-def test_the_helper_gets_no_secret_in_its_arguments_or_environment(gpg_keys: dict[str, Any],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_helper_gets_no_secret_in_its_arguments_or_environment(
+    gpg_keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """App settings are environment variables on Azure: the helper must not inherit them."""
     settings = settings_for(gpg_keys, "cv")
     for name, value in settings.items():
@@ -342,8 +404,10 @@ def test_the_helper_gets_no_secret_in_its_arguments_or_environment(gpg_keys: dic
     keys = load_keys(Encryption("PARTNER_KEYS", "SIGNING_KEY", "SIGNING_PASSPHRASE"), Settings.load())
     stage = keys.stage()
     try:
-        visible = Path(f"/proc/{stage.process.pid}/environ").read_bytes() + \
-            Path(f"/proc/{stage.process.pid}/cmdline").read_bytes()
+        visible = (
+            Path(f"/proc/{stage.process.pid}/environ").read_bytes()
+            + Path(f"/proc/{stage.process.pid}/cmdline").read_bytes()
+        )
     finally:
         encrypted = b"".join([*stage.update(b"row 1\n"), stage.finish()])
     assert SIGNING_PASSPHRASE.encode() not in visible and b"PRIVATE KEY" not in visible

@@ -54,8 +54,14 @@ FOLDERS = [  # folder → where it lands, relative to the server root (seed docs
 ]
 
 
-def run(tmp_path: Path, demo_db: Path, target: FtpTarget, destination: dict[str, Any] | None = None,
-        env: dict[str, str] | None = None, **activation: Any) -> Result:
+def run(
+    tmp_path: Path,
+    demo_db: Path,
+    target: FtpTarget,
+    destination: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    **activation: Any,
+) -> Result:
     doc = customers_catalog(demo_db, destination or target.destination(), **activation)
     path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env={**target.env(), **(env or {})})
@@ -71,12 +77,14 @@ def run(tmp_path: Path, demo_db: Path, target: FtpTarget, destination: dict[str,
 @pytest.mark.parametrize("folder, on_disk", FOLDERS)
 @pytest.mark.parametrize("tls", TLS_MODES)
 @pytest.mark.parametrize("kind", SERVERS)
-def test_files_land_in_the_folder(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str, tls: str,
-                                  folder: str, on_disk: str) -> None:
+def test_files_land_in_the_folder(
+    ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str, tls: str, folder: str, on_disk: str
+) -> None:
     # Several parts: several transfers on one control connection, each resuming its TLS session.
     target = ftp_servers.get(kind, tls)
-    result, record = run(tmp_path, demo_db, target, sql=SMALL, folder=folder, file_name=f"export_{tls}",
-                         max_file_size="150KB")
+    result, record = run(
+        tmp_path, demo_db, target, sql=SMALL, folder=folder, file_name=f"export_{tls}", max_file_size="150KB"
+    )
     assert result.returncode == 0, result.stderr
     assert record["status"] == "succeeded" and record["rows"]["exported"] == 3000
     assert len(record["files"]) >= 3
@@ -92,8 +100,9 @@ def test_files_land_in_the_folder(ftp_servers: FtpServers, demo_db: Path, tmp_pa
 
 
 @pytest.mark.parametrize("kind, tls", [("pyftpdlib", "none"), ("vsftpd", "explicit")])
-def test_an_existing_file_is_overwritten(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str,
-                                         tls: str) -> None:
+def test_an_existing_file_is_overwritten(
+    ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str, tls: str
+) -> None:
     target = ftp_servers.get(kind, tls)
     stored = target.root / "home/alex/overwrite" / "export.csv"
     stored.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +126,9 @@ def test_a_server_refusing_rename_over_existing(ftp_servers: FtpServers, demo_db
     assert "refused to rename over the existing `no-overwrite/export.csv`; moving the old file aside" in result.stderr
 
 
-def test_pasv_with_a_private_address_uses_the_control_host(ftp_servers: FtpServers, demo_db: Path,
-                                                            tmp_path: Path) -> None:
+def test_pasv_with_a_private_address_uses_the_control_host(
+    ftp_servers: FtpServers, demo_db: Path, tmp_path: Path
+) -> None:
     # A server behind NAT: no EPSV, and PASV names its inside address, unreachable from here.
     target = ftp_servers.get("pyftpdlib", epsv=False, masquerade_address="10.255.255.1")
     result, _ = run(tmp_path, demo_db, target, sql=SMALL, folder="nat", env={"FILECAST_FTP_TIMEOUT": "5"})
@@ -144,8 +154,7 @@ def throttled(ftp_servers: FtpServers, kind: str, *, own: bool = False) -> FtpTa
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_a_reader_never_sees_a_partial_file(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path,
-                                            kind: str) -> None:
+def test_a_reader_never_sees_a_partial_file(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = throttled(ftp_servers, kind)
     folder = target.root / "home/alex/watched"
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,8 +175,9 @@ def test_a_reader_never_sees_a_partial_file(ftp_servers: FtpServers, demo_db: Pa
     assert seen[old] > 10 and leftovers(folder) == []
 
 
-def test_killed_vsftpd_session_fails_the_run_and_leaves_nothing(ftp_servers: FtpServers, demo_db: Path,
-                                                                tmp_path: Path) -> None:
+def test_killed_vsftpd_session_fails_the_run_and_leaves_nothing(
+    ftp_servers: FtpServers, demo_db: Path, tmp_path: Path
+) -> None:
     target = throttled(ftp_servers, "vsftpd", own=True)
     assert isinstance(target.server, Vsftpd)
     folder = target.root / "home/alex/cut"
@@ -186,13 +196,15 @@ def test_killed_vsftpd_session_fails_the_run_and_leaves_nothing(ftp_servers: Ftp
     result, record = finished(process)
     assert cuts >= 1
     assert failed(result, record, "connection_lost").startswith(
-        f"the FTP connection to 127.0.0.1:{target.port} broke during write `cut/export.csv`")
+        f"the FTP connection to 127.0.0.1:{target.port} broke during write `cut/export.csv`"
+    )
     assert stored.read_text() == "old content\n"
     assert leftovers(folder) == []  # removed on a fresh connection
 
 
-def test_killed_server_fails_the_run_and_the_retry_cleans_up(ftp_servers: FtpServers, demo_db: Path,
-                                                             tmp_path: Path) -> None:
+def test_killed_server_fails_the_run_and_the_retry_cleans_up(
+    ftp_servers: FtpServers, demo_db: Path, tmp_path: Path
+) -> None:
     target = throttled(ftp_servers, "pyftpdlib", own=True)
     assert isinstance(target.server, FtpServer)
     folder = target.root / "home/alex/crash"
@@ -209,7 +221,8 @@ def test_killed_server_fails_the_run_and_the_retry_cleans_up(ftp_servers: FtpSer
     message = failed(result, record, record["error"]["code"])
     assert record["error"]["code"] in ("connection_lost", "connection_refused")
     assert f"the FTP connection to 127.0.0.1:{target.port} broke during write `crash/export.csv`" in (
-        message + result.stderr)
+        message + result.stderr
+    )
     assert "the next run writing that file removes it" in result.stderr
     assert stored.read_text() == "old content\n"
     assert temp.exists()  # nobody was left to delete it
@@ -228,7 +241,8 @@ def test_unknown_host(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) ->
     target = ftp_servers.get("pyftpdlib")
     result, record = run(tmp_path, demo_db, target, target.destination(host="does-not-exist.invalid"), sql=SMALL)
     assert failed(result, record, "unknown_host") == (
-        "unknown FTP host `does-not-exist.invalid`: check the destination's `host`")
+        "unknown FTP host `does-not-exist.invalid`: check the destination's `host`"
+    )
 
 
 def test_connection_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
@@ -236,7 +250,8 @@ def test_connection_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path: Pa
     port = free_port()
     result, record = run(tmp_path, demo_db, target, target.destination(port=port), sql=SMALL)
     assert failed(result, record, "connection_refused") == (
-        f"connection refused by 127.0.0.1:{port}: check `host`, `port` and that the FTP server is running")
+        f"connection refused by 127.0.0.1:{port}: check `host`, `port` and that the FTP server is running"
+    )
 
 
 def test_timeout(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
@@ -245,17 +260,20 @@ def test_timeout(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        result, record = run(tmp_path, demo_db, target, target.destination(port=port),
-                             env={"FILECAST_FTP_TIMEOUT": "2"}, sql=SMALL)
+        result, record = run(
+            tmp_path, demo_db, target, target.destination(port=port), env={"FILECAST_FTP_TIMEOUT": "2"}, sql=SMALL
+        )
     assert failed(result, record, "timeout") == (
-        f"no answer from 127.0.0.1:{port} within 2 s during connect: check `host`, `port`, `tls` and the firewall")
+        f"no answer from 127.0.0.1:{port} within 2 s during connect: check `host`, `port`, `tls` and the firewall"
+    )
 
 
 @pytest.mark.parametrize("kind, tls", [("pyftpdlib", "none"), ("vsftpd", "none"), ("vsftpd", "implicit")])
 def test_login_failed(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str, tls: str) -> None:
     target = ftp_servers.get(kind, tls)
-    result, record = run(tmp_path, demo_db, target, sql=SMALL, folder="never",
-                         env={SETTINGS[WRITER]: "not-the-password"})
+    result, record = run(
+        tmp_path, demo_db, target, sql=SMALL, folder="never", env={SETTINGS[WRITER]: "not-the-password"}
+    )
     message = failed(result, record, "authentication_failed")
     assert message.startswith(f"login failed for user `{WRITER}` on 127.0.0.1:{target.port} (server said: 530 ")
     assert message.endswith(f"check the username and app setting `{SETTINGS[WRITER]}`")
@@ -264,28 +282,29 @@ def test_login_failed(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, ki
 
 
 @pytest.mark.parametrize("kind, tls", [("pyftpdlib", "none"), ("vsftpd", "none"), ("vsftpd", "explicit")])
-def test_permission_denied_writing(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str,
-                                   tls: str) -> None:
+def test_permission_denied_writing(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str, tls: str) -> None:
     target = ftp_servers.get(kind, tls)
     home = target.root / "home/reader"
     before = sorted(p.name for p in home.rglob("*"))
     result, record = run(tmp_path, demo_db, target, target.destination(READER), sql=SMALL, folder=".")
     message = failed(result, record, "permission_denied")
     assert message.startswith(f"permission denied to write `export.csv` on 127.0.0.1:{target.port} (server said: 55")
-    assert message.endswith(f"the FTP user `{READER}` needs write access to the folder and the file "
-                            "(the folder is `/home/reader` on the server)")
+    assert message.endswith(
+        f"the FTP user `{READER}` needs write access to the folder and the file "
+        "(the folder is `/home/reader` on the server)"
+    )
     assert sorted(p.name for p in home.rglob("*")) == before
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_permission_denied_creating_a_folder(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path,
-                                             kind: str) -> None:
+def test_permission_denied_creating_a_folder(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = ftp_servers.get(kind)
     result, record = run(tmp_path, demo_db, target, target.destination(READER), sql=SMALL, folder="new/sub")
     message = failed(result, record, "permission_denied")
     assert message.startswith(f"permission denied to create folder `new` on 127.0.0.1:{target.port} (server said: 55")
-    assert message.endswith(f"the FTP user `{READER}` needs write access to `/home/reader`, or create "
-                            "`/home/reader/new` for it")
+    assert message.endswith(
+        f"the FTP user `{READER}` needs write access to `/home/reader`, or create `/home/reader/new` for it"
+    )
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -294,10 +313,12 @@ def test_disk_full(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, small
     full = small_disk(target.root / f"home/alex/full-{kind}", owner(target))
     result, record = run(tmp_path, demo_db, target, folder=f"full-{kind}")  # 14 MB into 1 MiB
     message = failed(result, record, "disk_full")
-    assert message.startswith(f"the FTP server 127.0.0.1:{target.port} could not store `full-{kind}/export.csv` "
-                              "(server said: 4")
-    assert message.endswith("its disk is full or the user's quota is exhausted; free space on the server or raise "
-                            "the quota")
+    assert message.startswith(
+        f"the FTP server 127.0.0.1:{target.port} could not store `full-{kind}/export.csv` (server said: 4"
+    )
+    assert message.endswith(
+        "its disk is full or the user's quota is exhausted; free space on the server or raise the quota"
+    )
     # pyftpdlib says why (`426 No space left on device`), vsftpd only that writing failed (`451 Failure writing
     # to local file.`), so its message hedges.
     assert ("No space left on device" in message) if kind == "pyftpdlib" else ("most often because" in message)
@@ -327,11 +348,13 @@ def test_disk_full_on_the_last_bytes(ftp_servers: FtpServers, small_disk: Any, k
 @pytest.mark.parametrize("kind", SERVERS)
 def test_untrusted_certificate(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = ftp_servers.get(kind, "explicit")
-    result, record = run(tmp_path, demo_db, target, target.destination(trust=False), sql=SMALL,
-                         env={"SSL_CERT_FILE": os.devnull})
+    result, record = run(
+        tmp_path, demo_db, target, target.destination(trust=False), sql=SMALL, env={"SSL_CERT_FILE": os.devnull}
+    )
     assert failed(result, record, "tls_certificate") == (
         f"the TLS certificate of 127.0.0.1:{target.port} is not trusted (self-signed certificate in certificate "
-        "chain): if the server uses a private or self-signed certificate, set `ca_file` to its CA certificate")
+        "chain): if the server uses a private or self-signed certificate, set `ca_file` to its CA certificate"
+    )
 
 
 def test_certificate_for_another_host(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
@@ -339,7 +362,8 @@ def test_certificate_for_another_host(ftp_servers: FtpServers, demo_db: Path, tm
     result, record = run(tmp_path, demo_db, target, sql=SMALL)
     assert failed(result, record, "tls_certificate") == (
         f"the TLS certificate of 127.0.0.1:{target.port} is not trusted (IP address mismatch, certificate is not "
-        "valid for '127.0.0.1'.): the destination's `host` must be a name the certificate lists")
+        "valid for '127.0.0.1'.): the destination's `host` must be a name the certificate lists"
+    )
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -348,27 +372,30 @@ def test_tls_required(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, ki
     result, record = run(tmp_path, demo_db, target, target.destination(tls="none"), sql=SMALL)
     message = failed(result, record, "tls_required")
     assert message.startswith(f"the FTP server 127.0.0.1:{target.port} requires TLS (server said: 5")
-    assert message.endswith("set `tls: explicit` (AUTH TLS, usually port 21) or `tls: implicit` (usually port 990) "
-                            "on destination `target`")
+    assert message.endswith(
+        "set `tls: explicit` (AUTH TLS, usually port 21) or `tls: implicit` (usually port 990) on destination `target`"
+    )
 
 
 def test_explicit_tls_against_a_plain_server(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
     target = ftp_servers.get("pyftpdlib")
     result, record = run(tmp_path, demo_db, target, target.destination(tls="explicit"), sql=SMALL)
     message = failed(result, record, "tls_failed")
-    assert message.startswith(f"the FTP server 127.0.0.1:{target.port} does not offer explicit TLS (AUTH TLS) "
-                              "(server said: 500 ")
+    assert message.startswith(
+        f"the FTP server 127.0.0.1:{target.port} does not offer explicit TLS (AUTH TLS) (server said: 500 "
+    )
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_implicit_tls_against_a_plain_server(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path,
-                                             kind: str) -> None:
+def test_implicit_tls_against_a_plain_server(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path, kind: str) -> None:
     target = ftp_servers.get(kind)
     result, record = run(tmp_path, demo_db, target, target.destination(tls="implicit"), sql=SMALL)
     message = failed(result, record, "tls_failed")
     assert message.startswith(f"TLS with 127.0.0.1:{target.port} failed during connect (")
-    assert message.endswith("check `tls` (`implicit` speaks TLS from the first byte, usually on port 990; `explicit` "
-                            "upgrades a plain connection with AUTH TLS, usually on port 21)")
+    assert message.endswith(
+        "check `tls` (`implicit` speaks TLS from the first byte, usually on port 990; `explicit` "
+        "upgrades a plain connection with AUTH TLS, usually on port 21)"
+    )
 
 
 def test_active_mode_is_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path: Path) -> None:
@@ -378,8 +405,10 @@ def test_active_mode_is_refused(ftp_servers: FtpServers, demo_db: Path, tmp_path
     path = write_catalog(tmp_path / "catalog.yaml", doc)
     result = run_cli("validate", str(path), env=target.env())
     assert result.returncode == 2
-    assert "destinations.target.passive: active mode is not supported: an Azure Function cannot accept the " \
+    assert (
+        "destinations.target.passive: active mode is not supported: an Azure Function cannot accept the "
         "server's data connections" in result.stderr
+    )
 
 
 # --- in process: what the CLI doesn't show ------------------------------------------------------
@@ -390,7 +419,7 @@ async def upload(destination: FtpDestination, path: str, data: bytes) -> None:
         upload = await destination.open(path, content_type="text/csv")
         try:
             for start in range(0, len(data), 1 << 20):
-                await upload.write(data[start:start + (1 << 20)])
+                await upload.write(data[start : start + (1 << 20)])
             await upload.finish(len(data), hashlib.md5(data).digest())
             await upload.publish()
         except BaseException:
@@ -414,18 +443,21 @@ def test_session_reuse_is_what_vsftpd_demands(ftp_servers: FtpServers, monkeypat
     assert caught.value.code == "tls_failed" and not caught.value.transient
     assert caught.value.message == (
         f"TLS on the data connection to 127.0.0.1:{target.port} failed during write `reuse/refused.csv` "
-        "(server said: 522 SSL connection failed: session reuse required): check the server's FTPS settings")
+        "(server said: 522 SSL connection failed: session reuse required): check the server's FTPS settings"
+    )
     assert leftovers(target.root / "home/alex/reuse") == []
 
 
-@pytest.mark.parametrize("case, code, transient", [
-    ("refused", "connection_refused", True),       # network fault
-    ("password", "authentication_failed", False),  # 530
-    ("read-only", "permission_denied", False),     # 550
-    ("disk-full", "disk_full", True),              # pyftpdlib: 426 No space left on device
-])
-def test_transient_or_terminal(ftp_servers: FtpServers, small_disk: Any, case: str, code: str,
-                               transient: bool) -> None:
+@pytest.mark.parametrize(
+    "case, code, transient",
+    [
+        ("refused", "connection_refused", True),  # network fault
+        ("password", "authentication_failed", False),  # 530
+        ("read-only", "permission_denied", False),  # 550
+        ("disk-full", "disk_full", True),  # pyftpdlib: 426 No space left on device
+    ],
+)
+def test_transient_or_terminal(ftp_servers: FtpServers, small_disk: Any, case: str, code: str, transient: bool) -> None:
     target = ftp_servers.get("pyftpdlib")
     settings = {SETTINGS[name]: password for name, password in target.passwords.items()}
     user, path, extra = WRITER, "transient/file.bin", {}
@@ -477,12 +509,15 @@ def test_an_unreadable_ca_file(ftp_servers: FtpServers, tmp_path: Path) -> None:
     with pytest.raises(DestinationError) as caught:
         FtpDestination(type(config)(**{**vars(config), "ca_file": str(missing)}), Settings(target.env()))
     assert (caught.value.code, caught.value.transient) == ("invalid_ca_file", False)
-    assert caught.value.message == (f"destinations.target.ca_file: cannot load CA certificates from `{missing}`: "
-                                    "No such file or directory; it must be a readable PEM file")
+    assert caught.value.message == (
+        f"destinations.target.ca_file: cannot load CA certificates from `{missing}`: "
+        "No such file or directory; it must be a readable PEM file"
+    )
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced(ftp_servers: FtpServers,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    ftp_servers: FtpServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A long run leaves connections idle in the pool (one per staged file) until it publishes.
     target = ftp_servers.get("pyftpdlib", idle_timeout=1)
     monkeypatch.setattr(ftp_module, "IDLE_CHECK", 0.5)

@@ -17,9 +17,19 @@ from devtools.services import Azurite, FtpServer
 from tests.helpers import cli, run_record, write_catalog
 
 COLUMNS = {
-    "customer_id": "INTEGER", "first_name": "VARCHAR", "last_name": "VARCHAR", "email": "VARCHAR",
-    "phone": "VARCHAR", "age": "SMALLINT", "country": "VARCHAR", "plan": "VARCHAR", "vip": "BOOLEAN",
-    "lifetime_value": "DECIMAL(12,2)", "signup_date": "DATE", "last_seen_at": "TIMESTAMPTZ", "notes": "VARCHAR",
+    "customer_id": "INTEGER",
+    "first_name": "VARCHAR",
+    "last_name": "VARCHAR",
+    "email": "VARCHAR",
+    "phone": "VARCHAR",
+    "age": "SMALLINT",
+    "country": "VARCHAR",
+    "plan": "VARCHAR",
+    "vip": "BOOLEAN",
+    "lifetime_value": "DECIMAL(12,2)",
+    "signup_date": "DATE",
+    "last_seen_at": "TIMESTAMPTZ",
+    "notes": "VARCHAR",
     "is_active": "BOOLEAN",
 }
 PASSWORDS = {"FTP_ALEX_PASSWORD": "alex-secret-pw", "FTP_READER_PASSWORD": "reader-secret-pw"}
@@ -30,10 +40,16 @@ def catalog(demo_db: Path, destination: dict[str, Any], **activation: Any) -> di
         "sources": {"warehouse": {"type": "duckdb", "database": str(demo_db)}},
         "models": {"customers": {"source": "warehouse", "table": "customers", "primary_key": ["customer_id"]}},
         "destinations": {"target": destination},
-        "activations": {"export": {
-            "model": "customers", "destination": "target", "file_name": "{YY}-{MM}-{DD}_export", "format": "csv",
-            "csv": {"delimiter": ";"}, **activation,
-        }},
+        "activations": {
+            "export": {
+                "model": "customers",
+                "destination": "target",
+                "file_name": "{YY}-{MM}-{DD}_export",
+                "format": "csv",
+                "csv": {"delimiter": ";"},
+                **activation,
+            }
+        },
     }
 
 
@@ -47,7 +63,9 @@ def assert_same_rows(csv_path: Path, demo_db: Path, columns: dict[str, str] = CO
     con.execute(f"ATTACH '{demo_db}' AS demo (READ_ONLY)")
     exported = con.sql(
         "SELECT * FROM read_csv(?, delim=';', header=true, quote='\"', escape='\"', allow_quoted_nulls=false, "
-        "columns=?)", params=[str(csv_path), columns])
+        "columns=?)",
+        params=[str(csv_path), columns],
+    )
     names = ", ".join(f'"{c}"' for c in columns)
     source = con.sql(f"SELECT {names} FROM demo.customers")
     assert exported.shape[0] == source.shape[0] == 100_000
@@ -57,14 +75,18 @@ def assert_same_rows(csv_path: Path, demo_db: Path, columns: dict[str, str] = CO
     assert exported.to_arrow_table().equals(source.to_arrow_table())
 
 
-@pytest.mark.parametrize("folder, on_disk", [
-    ("exports/daily", "home/alex/exports/daily"),   # relative to the login directory
-    ("/shared/drop", "shared/drop"),                 # absolute
-    ("../outbox", "home/outbox"),                    # relative, up one level
-    (".", "home/alex"),                              # the login directory itself
-])
-def test_ftp_export_matches_the_model(ftp_server: FtpServer, demo_db: Path, tmp_path: Path,
-                                      folder: str, on_disk: str) -> None:
+@pytest.mark.parametrize(
+    "folder, on_disk",
+    [
+        ("exports/daily", "home/alex/exports/daily"),  # relative to the login directory
+        ("/shared/drop", "shared/drop"),  # absolute
+        ("../outbox", "home/outbox"),  # relative, up one level
+        (".", "home/alex"),  # the login directory itself
+    ],
+)
+def test_ftp_export_matches_the_model(
+    ftp_server: FtpServer, demo_db: Path, tmp_path: Path, folder: str, on_disk: str
+) -> None:
     path = write_catalog(tmp_path / "catalog.yaml", catalog(demo_db, ftp_destination(ftp_server), folder=folder))
     result = cli("run", "export", "--catalog", str(path), "--at", "2025-04-14T06:00:00Z", env=PASSWORDS)
     record = run_record(result)
@@ -124,18 +146,32 @@ def test_ftp_wrong_password_is_an_authentication_error(ftp_server: FtpServer, de
 
 
 def test_azure_blob_export_matches_the_model(azurite: Azurite, demo_db: Path, tmp_path: Path) -> None:
-    destination = {"type": "azure_blob", "container": "exports", "connection_setting": "EXPORT_STORAGE",
-                   "create_container": True}
-    path = write_catalog(tmp_path / "catalog.yaml", catalog(
-        demo_db, destination, folder="customers/{YYYY}/{MM}", file_name="customers_{YYYY}{MM}{DD}T{HH}{mm}{ss}"))
-    result = cli("run", "export", "--catalog", str(path), "--at", "2025-04-14T06:00:00Z",
-                 env={"EXPORT_STORAGE": azurite.connection_string})
+    destination = {
+        "type": "azure_blob",
+        "container": "exports",
+        "connection_setting": "EXPORT_STORAGE",
+        "create_container": True,
+    }
+    path = write_catalog(
+        tmp_path / "catalog.yaml",
+        catalog(
+            demo_db, destination, folder="customers/{YYYY}/{MM}", file_name="customers_{YYYY}{MM}{DD}T{HH}{mm}{ss}"
+        ),
+    )
+    result = cli(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        "--at",
+        "2025-04-14T06:00:00Z",
+        env={"EXPORT_STORAGE": azurite.connection_string},
+    )
     record = run_record(result)
     assert result.returncode == 0, result.stderr
     [file] = record["files"]
     assert file["path"] == "customers/2025/04/customers_20250414T060000.csv"
-    blob = BlobServiceClient.from_connection_string(azurite.connection_string) \
-        .get_blob_client("exports", file["path"])
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client("exports", file["path"])
     content = blob.download_blob().readall()
     properties = blob.get_blob_properties()
     assert properties.content_settings.content_type == "text/csv; charset=utf-8"
@@ -153,16 +189,33 @@ def test_azure_missing_container_is_a_clear_error(azurite: Azurite, demo_db: Pat
     record = run_record(result)
     assert result.returncode == 2  # `not_found` is bad input (core/error_codes.py): HTTP 404, exit 2
     assert record["error"]["code"] == "not_found"
-    assert "container `does-not-exist` of storage account `devstoreaccount1` was not found" in \
-        record["error"]["message"]
+    assert (
+        "container `does-not-exist` of storage account `devstoreaccount1` was not found" in record["error"]["message"]
+    )
     assert "AccountKey" not in result.stdout + result.stderr
 
 
 def test_a_segment_that_does_not_fit_the_model_is_bad_input(azurite: Azurite, demo_db: Path, tmp_path: Path) -> None:
-    doc = catalog(demo_db, {"type": "azure_blob", "container": "exports", "connection_setting": "EXPORT_STORAGE",
-                            "create_container": True})
-    doc["segments"] = {"adults": {"model": "customers", "where": {"all": [
-        {"column": "cuntry", "op": "=", "value": "FR"}, {"column": "age", "op": ">=", "value": "eighteen"}]}}}
+    doc = catalog(
+        demo_db,
+        {
+            "type": "azure_blob",
+            "container": "exports",
+            "connection_setting": "EXPORT_STORAGE",
+            "create_container": True,
+        },
+    )
+    doc["segments"] = {
+        "adults": {
+            "model": "customers",
+            "where": {
+                "all": [
+                    {"column": "cuntry", "op": "=", "value": "FR"},
+                    {"column": "age", "op": ">=", "value": "eighteen"},
+                ]
+            },
+        }
+    }
     doc["activations"]["export"].pop("model")
     doc["activations"]["export"]["segment"] = "adults"
     path = write_catalog(tmp_path / "catalog.yaml", doc)

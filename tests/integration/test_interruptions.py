@@ -14,14 +14,17 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from core.control.stores import Leases, Tables
 from core.settings import Settings
-from core.stores import Leases, Tables
 from devtools.services import Azurite, FtpServer
 from tests.helpers import REPO, Target, cli, mutate, people_catalog, rows_of, run_record, write_catalog
 
 RUN_1 = ("INSERT INTO people VALUES (1, 'Ann', 30, 'a'), (2, 'Bob', 40, 'b'), (3, 'Cid', 50, 'c')",)
-RUN_2 = ("UPDATE people SET age = 41 WHERE id = 2", "INSERT INTO people VALUES (4, 'Dee', 60, 'd')",
-         "DELETE FROM people WHERE id = 3")
+RUN_2 = (
+    "UPDATE people SET age = 41 WHERE id = 2",
+    "INSERT INTO people VALUES (4, 'Dee', 60, 'd')",
+    "DELETE FROM people WHERE id = 3",
+)
 BACK_TO_RUN_1 = ("DELETE FROM people", *RUN_1)
 
 
@@ -38,8 +41,14 @@ def env_of(target: Target) -> dict[str, str]:
 def fault_cli(target: Target, fault: str, *args: str, **extra: str) -> subprocess.Popen[str]:
     """The CLI in a fresh process with a fault (tests/integration/fault_cli.py)."""
     env = {**env_of(target), "FILECAST_TEST_FAULT": fault, **extra}
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.fault_cli", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.fault_cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def catalog(target: Target, db: Path, mode: str) -> str:
@@ -67,13 +76,15 @@ def target(request: pytest.FixtureRequest, azurite: Azurite, ftp_server: FtpServ
 
 @pytest.mark.parametrize("mode", ["upsert", "difference"])
 def test_the_partner_converges_after_the_state_was_unreachable_right_after_publish(
-        target: Target, tmp_path: Path, mode: str) -> None:
+    target: Target, tmp_path: Path, mode: str
+) -> None:
     db = new_db(tmp_path / "people.duckdb")
     path = catalog(target, db, mode)
     first = target.run(db, mode, 1)
     mutate(db, *RUN_2)
-    broken = fault_cli(target, "state_unreachable_after_publish", "run", "sync", "--catalog", path,
-                       "--at", "2025-04-02T06:00:00Z")
+    broken = fault_cli(
+        target, "state_unreachable_after_publish", "run", "sync", "--catalog", path, "--at", "2025-04-02T06:00:00Z"
+    )
     out, err = broken.communicate(timeout=300)
     second = json.loads(out)
     assert broken.returncode == 1, err
@@ -82,15 +93,18 @@ def test_the_partner_converges_after_the_state_was_unreachable_right_after_publi
     assert second["status"] == "failed" and second["error"]["code"] == "state_error"
     message = second["error"]["message"]
     assert message.startswith("committing the delta state of `sync`: the storage account could not be reached")
-    assert message.endswith("published before this failure without the delta state advancing: the next run "
-                            "sends their changes again")
+    assert message.endswith(
+        "published before this failure without the delta state advancing: the next run sends their changes again"
+    )
     # The files are live: the partner already has Bob at 41 (and, with DIFFERENCE, lost Cid).
     assert partner_view(target, [first, second], mode)["2"] == ("2", "Bob", "41")
     # The history keeps that record, files included.
     history = cli("runs", "sync", env=target.env)
     assert history.returncode == 0, history.stderr
-    assert [(r["status"], r["files"]) for r in json.loads(history.stdout)][:2] == \
-        [("failed", second["files"]), ("succeeded", first["files"])]
+    assert [(r["status"], r["files"]) for r in json.loads(history.stdout)][:2] == [
+        ("failed", second["files"]),
+        ("succeeded", first["files"]),
+    ]
 
     mutate(db, *BACK_TO_RUN_1)  # the source goes back to run 1's content
     third = target.run(db, mode, 3)
@@ -99,8 +113,11 @@ def test_the_partner_converges_after_the_state_was_unreachable_right_after_publi
     if mode == "difference":
         assert view == source
         got = {f["path"].rsplit("_", 1)[-1]: rows_of(target.read(f["path"])) for f in third["files"]}
-        assert got == {"added.csv": [("3", "Cid", "50")], "updated.csv": [("2", "Bob", "40")],
-                       "removed.csv": [("4", "Dee", "60")]}
+        assert got == {
+            "added.csv": [("3", "Cid", "50")],
+            "updated.csv": [("2", "Bob", "40")],
+            "removed.csv": [("4", "Dee", "60")],
+        }
     else:  # UPSERT sends no removals: the partner keeps Dee, and has every source row as it is
         assert {k: view[k] for k in source} == source and view["4"] == ("4", "Dee", "60")
     fourth = target.run(db, mode, 4)  # converged and committed: nothing more to send
@@ -110,8 +127,9 @@ def test_the_partner_converges_after_the_state_was_unreachable_right_after_publi
 def blobs_under(target: Target) -> list[str]:
     service = BlobServiceClient.from_connection_string(target.azurite.connection_string)
     container = service.get_container_client("delta")
-    return sorted(b.name for b in container.list_blobs(name_starts_with=target.folder + "/")) \
-        if container.exists() else []
+    return (
+        sorted(b.name for b in container.list_blobs(name_starts_with=target.folder + "/")) if container.exists() else []
+    )
 
 
 @pytest.fixture
@@ -122,15 +140,27 @@ def azure_target(azurite: Azurite, ftp_server: FtpServer, tmp_path: Path) -> Tar
 def test_a_run_refused_by_the_lease_publishes_nothing(azure_target: Target, tmp_path: Path) -> None:
     db = new_db(tmp_path / "people.duckdb")
     path = catalog(azure_target, db, "upsert")
-    leases = Leases(Tables(Settings({"AzureWebJobsStorage": azure_target.azurite.connection_string,
-                                     "FILECAST_TABLE_PREFIX": azure_target.env["FILECAST_TABLE_PREFIX"]})))
+    leases = Leases(
+        Tables(
+            Settings(
+                {
+                    "AzureWebJobsStorage": azure_target.azurite.connection_string,
+                    "FILECAST_TABLE_PREFIX": azure_target.env["FILECAST_TABLE_PREFIX"],
+                }
+            )
+        )
+    )
     leases.acquire("sync", "another-run")
     refused = cli("run", "sync", "--catalog", path, "--at", "2025-04-01T06:00:00Z", env=azure_target.env)
     record = run_record(refused)
     assert refused.returncode == 1 and record["status"] == "failed" and record["files"] == []
-    assert record["error"] == {"code": "run_in_progress", "message": (
-        "activation `sync` is already running (run `another-run`), and two runs of one activation never overlap: "
-        "this run published nothing; try again when it ends")}
+    assert record["error"] == {
+        "code": "run_in_progress",
+        "message": (
+            "activation `sync` is already running (run `another-run`), and two runs of one activation never overlap: "
+            "this run published nothing; try again when it ends"
+        ),
+    }
     assert blobs_under(azure_target) == []
     leases.release("sync", "another-run")
     assert azure_target.run(db, "upsert", 1)["status"] == "succeeded"
@@ -140,10 +170,27 @@ def test_a_run_refused_by_the_lease_publishes_nothing(azure_target: Target, tmp_
 def test_two_concurrent_cli_runs_publish_once(azure_target: Target, tmp_path: Path) -> None:
     db = new_db(tmp_path / "people.duckdb")
     path = catalog(azure_target, db, "difference")
-    leases = Leases(Tables(Settings({"AzureWebJobsStorage": azure_target.azurite.connection_string,
-                                     "FILECAST_TABLE_PREFIX": azure_target.env["FILECAST_TABLE_PREFIX"]})))
-    slow = fault_cli(azure_target, "slow_publish", "run", "sync", "--catalog", path, "--at", "2025-04-01T06:00:00Z",
-                     FILECAST_TEST_DELAY="6")
+    leases = Leases(
+        Tables(
+            Settings(
+                {
+                    "AzureWebJobsStorage": azure_target.azurite.connection_string,
+                    "FILECAST_TABLE_PREFIX": azure_target.env["FILECAST_TABLE_PREFIX"],
+                }
+            )
+        )
+    )
+    slow = fault_cli(
+        azure_target,
+        "slow_publish",
+        "run",
+        "sync",
+        "--catalog",
+        path,
+        "--at",
+        "2025-04-01T06:00:00Z",
+        FILECAST_TEST_DELAY="6",
+    )
     deadline = time.monotonic() + 120
     while leases.holder("sync") is None:  # the first run has started and holds the lease
         assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
@@ -166,20 +213,29 @@ def test_a_source_failing_mid_stream_keeps_its_code_and_message(tmp_path: Path) 
 
     import duckdb
 
-    from core.catalog import parse_catalog
+    from core.catalog.parse import parse_catalog
     from core.destinations.memory import MemoryDestination
-    from core.engine import Run
-    from core.records import RunRecord
+    from core.run.engine import Run
+    from core.run.records import RunRecord
 
     db = tmp_path / "late.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE TABLE t AS SELECT range AS id, 'x' || range AS name FROM range(200000)")
-    cat = parse_catalog({
-        "sources": {"db": {"type": "duckdb", "database": str(db)}},
-        "models": {"m": {"source": "db", "primary_key": ["id"],
-                         "sql": "select id, case when id = 150000 then error('boom') else name end as name from t"}},
-        "destinations": {"d": {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}},
-        "activations": {"a": {"model": "m", "destination": "d", "file_name": "f", "format": "csv"}}}, tmp_path)
+    cat = parse_catalog(
+        {
+            "sources": {"db": {"type": "duckdb", "database": str(db)}},
+            "models": {
+                "m": {
+                    "source": "db",
+                    "primary_key": ["id"],
+                    "sql": "select id, case when id = 150000 then error('boom') else name end as name from t",
+                }
+            },
+            "destinations": {"d": {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}},
+            "activations": {"a": {"model": "m", "destination": "d", "file_name": "f", "format": "csv"}},
+        },
+        tmp_path,
+    )
     errors = []
     for i in range(6):
         destination = MemoryDestination()
@@ -187,5 +243,6 @@ def test_a_source_failing_mid_stream_keeps_its_code_and_message(tmp_path: Path) 
         result = asyncio.run(Run(cat, "a", Settings({}), record, destination=destination, retries=0).execute())
         errors.append(result.record.error)
         assert destination.files == {} and result.record.files == []
-    assert errors == [{"code": "source_error",
-                       "message": f"DuckDB database `{db}` failed: Invalid Input Error: boom"}] * 6
+    assert (
+        errors == [{"code": "source_error", "message": f"DuckDB database `{db}` failed: Invalid Input Error: boom"}] * 6
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from core.catalog import Destination
+from core.catalog.model import Destination
 from core.destinations.sftp import SftpDestination
 from core.errors import DestinationError
 from core.settings import Settings
@@ -42,10 +42,18 @@ KEYS = ("openssh", "openssh-passphrase", "pem-passphrase")
 Result = tuple[Any, dict[str, Any]]
 
 
-def run(tmp_path: Path, demo_db: Path, target: SftpTarget, destination: dict[str, Any] | None = None,
-        env: dict[str, str] | None = None, key: str | None = None, **activation: Any) -> Result:
-    path = write_catalog(tmp_path / "catalog.yaml",
-                         customers_catalog(demo_db, destination or target.destination(key=key), **activation))
+def run(
+    tmp_path: Path,
+    demo_db: Path,
+    target: SftpTarget,
+    destination: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    key: str | None = None,
+    **activation: Any,
+) -> Result:
+    path = write_catalog(
+        tmp_path / "catalog.yaml", customers_catalog(demo_db, destination or target.destination(key=key), **activation)
+    )
     result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env={**target.env(key), **(env or {})})
     record = run_record(result)
     for secret in target.secrets():
@@ -54,8 +62,9 @@ def run(tmp_path: Path, demo_db: Path, target: SftpTarget, destination: dict[str
 
 
 @pytest.mark.parametrize("folder, on_disk", FOLDERS)
-def test_files_land_in_the_folder(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path, folder: str,
-                                  on_disk: str) -> None:
+def test_files_land_in_the_folder(
+    sftp_server: SftpTarget, demo_db: Path, tmp_path: Path, folder: str, on_disk: str
+) -> None:
     result, record = run(tmp_path, demo_db, sftp_server, sql=SMALL, folder=folder, max_file_size="150KB")
     assert result.returncode == 0, result.stderr
     assert record["status"] == "succeeded" and record["rows"]["exported"] == 3000
@@ -109,8 +118,17 @@ def test_every_format_parts_gzip_and_manifest(sftp_server: SftpTarget, demo_db: 
     for fmt in ("csv", "json", "ndjson", "xml", "parquet"):
         compression = "none" if fmt == "parquet" else "gzip"
         destination = sftp_server.destination()
-        doc = customers_catalog(demo_db, destination, sql=sql, folder="formats", file_name=f"all_{fmt}", format=fmt,
-                                compression=compression, manifest=True, max_file_rows=200)
+        doc = customers_catalog(
+            demo_db,
+            destination,
+            sql=sql,
+            folder="formats",
+            file_name=f"all_{fmt}",
+            format=fmt,
+            compression=compression,
+            manifest=True,
+            max_file_rows=200,
+        )
         doc["activations"]["export"].pop("csv")
         path = write_catalog(tmp_path / f"{fmt}.yaml", doc)
         result = run_cli("run", "export", "--catalog", str(path), "--at", AT, env=sftp_server.env())
@@ -158,21 +176,24 @@ def test_a_known_hosts_line_pins_too(sftp_server: SftpTarget, demo_db: Path, tmp
     assert csv_rows(sftp_server.root / "home/alex/pinned-line/export.csv") == 3000
 
 
-def test_a_host_key_mismatch_fails_before_authentication(sftp_server: SftpTarget, demo_db: Path,
-                                                         tmp_path: Path) -> None:
+def test_a_host_key_mismatch_fails_before_authentication(
+    sftp_server: SftpTarget, demo_db: Path, tmp_path: Path
+) -> None:
     log = sftp_server.sshd.log_path
     assert log is not None
     before = log.read_text()
     wrong = "SHA256:" + "B" * 43
-    result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(host_key=wrong), sql=SMALL,
-                         folder="never-mismatch")
+    result, record = run(
+        tmp_path, demo_db, sftp_server, sftp_server.destination(host_key=wrong), sql=SMALL, folder="never-mismatch"
+    )
     seen = sftp_server.sshd.fingerprint
     assert failed(result, record, "host_key_mismatch") == (
         f"the host key of 127.0.0.1:{sftp_server.port} is `{seen}` (ssh-ed25519), not the pinned `{wrong}`: nothing "
         "was sent to it. If the server's key changed on purpose, set `host_key` of destination `target` to "
-        f"`{seen}` (`filecast validate --probe` prints it); otherwise the connection may be intercepted")
+        f"`{seen}` (`filecast validate --probe` prints it); otherwise the connection may be intercepted"
+    )
     assert not (sftp_server.root / "home/alex/never-mismatch").exists()
-    added = log.read_text()[len(before):]
+    added = log.read_text()[len(before) :]
     assert "Host key is not trusted" in added and "[preauth]" in added
     assert "password for" not in added and "Accepted" not in added and "Failed" not in added
 
@@ -184,9 +205,11 @@ def test_validate_probe_prints_the_key_to_pin(sftp_server: SftpTarget, demo_db: 
     result = run_cli("validate", "--probe", str(path), env=sftp_server.env())
     assert result.returncode == 2  # no host_key yet: invalid, but the key to pin is printed
     fingerprint, line = sftp_server.sshd.fingerprint, sftp_server.sshd.known_hosts()
-    assert (f"destinations.target: 127.0.0.1:{sftp_server.port} presents host key {fingerprint} (ssh-ed25519), "
-            f"no `host_key` yet; to pin it, set\n    host_key: \"{fingerprint}\"\n  or the known_hosts line\n"
-            f"    host_key: \"{line}\"") in result.stderr
+    assert (
+        f"destinations.target: 127.0.0.1:{sftp_server.port} presents host key {fingerprint} (ssh-ed25519), "
+        f'no `host_key` yet; to pin it, set\n    host_key: "{fingerprint}"\n  or the known_hosts line\n'
+        f'    host_key: "{line}"'
+    ) in result.stderr
     assert "destinations.target.host_key: is required" in result.stderr
     write_catalog(path, customers_catalog(demo_db, {**destination, "host_key": fingerprint}, sql=SMALL))
     result = run_cli("validate", "--probe", str(path), env=sftp_server.env())
@@ -202,11 +225,18 @@ def test_validate_probe_prints_the_key_to_pin(sftp_server: SftpTarget, demo_db: 
 
 
 def test_wrong_password(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
-    result, record = run(tmp_path, demo_db, sftp_server, sql=SMALL, folder="never",
-                         env={PASSWORD_SETTING[SFTP_WRITER]: "not-the-password"})
+    result, record = run(
+        tmp_path,
+        demo_db,
+        sftp_server,
+        sql=SMALL,
+        folder="never",
+        env={PASSWORD_SETTING[SFTP_WRITER]: "not-the-password"},
+    )
     assert failed(result, record, "authentication_failed") == (
         f"authentication failed for user `{SFTP_WRITER}` on 127.0.0.1:{sftp_server.port}: the server refused the "
-        f"password in app setting `{PASSWORD_SETTING[SFTP_WRITER]}`; check the username and the password")
+        f"password in app setting `{PASSWORD_SETTING[SFTP_WRITER]}`; check the username and the password"
+    )
     assert "not-the-password" not in result.stdout + result.stderr
     assert not (sftp_server.root / "home/alex/never").exists()
 
@@ -217,46 +247,51 @@ def test_key_not_authorised(sftp_server: SftpTarget, demo_db: Path, tmp_path: Pa
     assert failed(result, record, "authentication_failed") == (
         f"authentication failed for user `{SFTP_READER}` on 127.0.0.1:{sftp_server.port}: the server refused the "
         f"private key in app setting `{KEY_SETTING}`; check the username and that the key's public half is in the "
-        "user's `authorized_keys`")
+        "user's `authorized_keys`"
+    )
 
 
 def test_wrong_passphrase(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
-    result, record = run(tmp_path, demo_db, sftp_server, key="pem-passphrase", sql=SMALL,
-                         env={PASSPHRASE_SETTING: "not-the-passphrase"})
+    result, record = run(
+        tmp_path, demo_db, sftp_server, key="pem-passphrase", sql=SMALL, env={PASSPHRASE_SETTING: "not-the-passphrase"}
+    )
     message = failed(result, record, "invalid_private_key")
-    assert message.startswith(f"app setting `{KEY_SETTING}` of destination `target` does not hold a usable private "
-                              "key (")
-    assert message.endswith(f"in OpenSSH or PEM format, and check the passphrase in app setting "
-                            f"`{PASSPHRASE_SETTING}`")
+    assert message.startswith(
+        f"app setting `{KEY_SETTING}` of destination `target` does not hold a usable private key ("
+    )
+    assert message.endswith(f"in OpenSSH or PEM format, and check the passphrase in app setting `{PASSPHRASE_SETTING}`")
 
 
 def test_permission_denied_writing(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
-    result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(SFTP_READER), sql=SMALL,
-                         folder=".")
+    result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(SFTP_READER), sql=SMALL, folder=".")
     assert failed(result, record, "permission_denied") == (
         f"permission denied to write `export.csv` on 127.0.0.1:{sftp_server.port} (server said: Permission denied): "
         f"the SFTP user `{SFTP_READER}` needs write access to the folder and the file (the folder is `/home/reader` "
-        "on the server)")
+        "on the server)"
+    )
     assert list((sftp_server.root / "home/reader").iterdir()) == []
 
 
 def test_permission_denied_creating_a_folder(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
-    result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(SFTP_READER), sql=SMALL,
-                         folder="new/sub")
+    result, record = run(
+        tmp_path, demo_db, sftp_server, sftp_server.destination(SFTP_READER), sql=SMALL, folder="new/sub"
+    )
     assert failed(result, record, "permission_denied") == (
         f"permission denied to create folder `new` on 127.0.0.1:{sftp_server.port} (server said: Permission "
         f"denied): the SFTP user `{SFTP_READER}` needs write access to `/home/reader`, or create "
-        "`/home/reader/new` for it")
+        "`/home/reader/new` for it"
+    )
 
 
 def test_disk_full(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path, small_disk: Any) -> None:
     full = small_disk(sftp_server.root / "home/alex/full", sftp_server.site.owner_of(SFTP_WRITER))
     result, record = run(tmp_path, demo_db, sftp_server, folder="full")  # 14 MB into 1 MiB
     message = failed(result, record, "disk_full")
-    assert message.startswith(f"the SFTP server 127.0.0.1:{sftp_server.port} could not store `full/export.csv` "
-                              "(server said: Failure): its disk is full (")
-    assert message.endswith("bytes free) or the user's quota is exhausted; free space on the server or raise the "
-                            "quota")
+    assert message.startswith(
+        f"the SFTP server 127.0.0.1:{sftp_server.port} could not store `full/export.csv` "
+        "(server said: Failure): its disk is full ("
+    )
+    assert message.endswith("bytes free) or the user's quota is exhausted; free space on the server or raise the quota")
     assert list(full.iterdir()) == []  # the partial temporary file was removed
 
 
@@ -264,7 +299,8 @@ def test_connection_refused(sftp_server: SftpTarget, demo_db: Path, tmp_path: Pa
     port = free_port()
     result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(port=port), sql=SMALL)
     assert failed(result, record, "connection_refused") == (
-        f"connection refused by 127.0.0.1:{port}: check `host`, `port` and that the SFTP server is running")
+        f"connection refused by 127.0.0.1:{port}: check `host`, `port` and that the SFTP server is running"
+    )
 
 
 def test_timeout(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None:
@@ -272,18 +308,28 @@ def test_timeout(sftp_server: SftpTarget, demo_db: Path, tmp_path: Path) -> None
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        result, record = run(tmp_path, demo_db, sftp_server, sftp_server.destination(port=port),
-                             env={"FILECAST_SFTP_TIMEOUT": "2"}, sql=SMALL)
+        result, record = run(
+            tmp_path,
+            demo_db,
+            sftp_server,
+            sftp_server.destination(port=port),
+            env={"FILECAST_SFTP_TIMEOUT": "2"},
+            sql=SMALL,
+        )
     assert failed(result, record, "timeout") == (
-        f"no answer from 127.0.0.1:{port} within 2 s during connect: check `host`, `port` and the firewall")
+        f"no answer from 127.0.0.1:{port} within 2 s during connect: check `host`, `port` and the firewall"
+    )
 
 
-@pytest.mark.parametrize("case, code, transient", [
-    ("refused", "connection_refused", True),
-    ("password", "authentication_failed", False),
-    ("host key", "host_key_mismatch", False),
-    ("read-only", "permission_denied", False),
-])
+@pytest.mark.parametrize(
+    "case, code, transient",
+    [
+        ("refused", "connection_refused", True),
+        ("password", "authentication_failed", False),
+        ("host key", "host_key_mismatch", False),
+        ("read-only", "permission_denied", False),
+    ],
+)
 def test_transient_or_terminal(sftp_server: SftpTarget, case: str, code: str, transient: bool) -> None:
     user, settings = SFTP_WRITER, sftp_server.env()
     doc = sftp_server.destination()
@@ -296,8 +342,15 @@ def test_transient_or_terminal(sftp_server: SftpTarget, case: str, code: str, tr
     else:
         user = SFTP_READER
         doc = sftp_server.destination(SFTP_READER)
-    config = Destination("target", "sftp", host="127.0.0.1", port=doc["port"], username=user,
-                         password_setting=PASSWORD_SETTING[user], host_key=(doc["host_key"],))
+    config = Destination(
+        "target",
+        "sftp",
+        host="127.0.0.1",
+        port=doc["port"],
+        username=user,
+        password_setting=PASSWORD_SETTING[user],
+        host_key=(doc["host_key"],),
+    )
 
     async def upload() -> None:
         async with SftpDestination(config, Settings(settings), timeout=10) as destination:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from core.catalog import Destination
+from core.catalog.model import Destination
 from core.destinations.sftp import SftpDestination
 from core.errors import DestinationError
 from core.settings import Settings
@@ -59,8 +59,14 @@ def server(tmp_path: Path) -> Iterator[Any]:
 
 
 def destination(sftp: SftpTestServer) -> dict[str, Any]:
-    return {"type": "sftp", "host": "127.0.0.1", "port": sftp.port, "username": "alex",
-            "password_setting": "SFTP_PW", "host_key": sftp.fingerprint}
+    return {
+        "type": "sftp",
+        "host": "127.0.0.1",
+        "port": sftp.port,
+        "username": "alex",
+        "password_setting": "SFTP_PW",
+        "host_key": sftp.fingerprint,
+    }
 
 
 def run(tmp_path: Path, demo_db: Path, sftp: SftpTestServer, **activation: Any) -> tuple[Any, dict[str, Any]]:
@@ -84,7 +90,8 @@ def test_rename_refused(server: Any, demo_db: Path, tmp_path: Path) -> None:
     assert failed(result, record, "permission_denied") == (
         f"permission denied to rename `refused/export.csv` on 127.0.0.1:{sftp.port} (server said: Permission "
         "denied): the SFTP user `alex` needs write access to the folder and the file (the folder is `/refused` on "
-        "the server)")
+        "the server)"
+    )
     assert stored.read_text() == "old content\n" and leftovers(stored.parent) == []
 
 
@@ -94,10 +101,13 @@ def test_no_posix_rename_replaces_in_two_steps(server: Any, demo_db: Path, tmp_p
     result, record = run(tmp_path, demo_db, sftp, sql=SMALL, folder="two-steps")
     assert result.returncode == 0, result.stderr
     assert csv_rows(stored) == 3000 and record["files"][0]["md5"] == md5(stored)
-    assert record["warnings"] == [{
-        "code": "sftp_replace_in_two_steps",
-        "message": f"127.0.0.1:{sftp.port} does not offer posix-rename@openssh.com, so `two-steps/export.csv` was "
-                   "replaced in two steps (the old file moved aside first): the name was briefly absent"}]
+    assert record["warnings"] == [
+        {
+            "code": "sftp_replace_in_two_steps",
+            "message": f"127.0.0.1:{sftp.port} does not offer posix-rename@openssh.com, so `two-steps/export.csv` was "
+            "replaced in two steps (the old file moved aside first): the name was briefly absent",
+        }
+    ]
     assert leftovers(stored.parent) == []
     # A new name needs no second step: a plain rename is atomic, and nothing is warned.
     result, record = run(tmp_path, demo_db, sftp, sql=SMALL, folder="two-steps-new")
@@ -108,15 +118,22 @@ def test_no_posix_rename_replaces_in_two_steps(server: Any, demo_db: Path, tmp_p
 def test_disk_full_on_the_last_bytes(server: Any) -> None:
     data = bytes(range(256)) * 4000  # 1,024,000 bytes: the last block does not fit
     sftp = server(space=len(data) - 10)
-    config = Destination("target", "sftp", host="127.0.0.1", port=sftp.port, username="alex",
-                         password_setting="SFTP_PW", host_key=(sftp.fingerprint,))
+    config = Destination(
+        "target",
+        "sftp",
+        host="127.0.0.1",
+        port=sftp.port,
+        username="alex",
+        password_setting="SFTP_PW",
+        host_key=(sftp.fingerprint,),
+    )
 
     async def upload() -> None:
         async with SftpDestination(config, Settings({"SFTP_PW": PASSWORD}), timeout=10) as target:
             staged = await target.open("last-bytes/file.bin", content_type="application/octet-stream")
             try:
                 for start in range(0, len(data), 1 << 20):
-                    await staged.write(data[start:start + (1 << 20)])
+                    await staged.write(data[start : start + (1 << 20)])
                 await staged.finish(len(data), hashlib.md5(data).digest())
                 await staged.publish()
             except BaseException:
@@ -128,7 +145,8 @@ def test_disk_full_on_the_last_bytes(server: Any) -> None:
     assert (caught.value.code, caught.value.transient) == ("disk_full", True)
     assert caught.value.message.startswith(
         f"the SFTP server 127.0.0.1:{sftp.port} could not store `last-bytes/file.bin` (server said: Failure): its "
-        "disk is full (")
+        "disk is full ("
+    )
     assert list((sftp.root / "last-bytes").iterdir()) == []  # no temporary file, no target
 
 
@@ -136,7 +154,8 @@ def test_disk_full_fails_the_run(server: Any, demo_db: Path, tmp_path: Path) -> 
     sftp = server(space=2_000_000)
     result, record = run(tmp_path, demo_db, sftp, folder="full")  # 14 MB
     assert failed(result, record, "disk_full").endswith(
-        "or the user's quota is exhausted; free space on the server or raise the quota")
+        "or the user's quota is exhausted; free space on the server or raise the quota"
+    )
     assert list((sftp.root / "full").iterdir()) == []
 
 
@@ -173,9 +192,9 @@ def test_the_next_run_removes_what_a_crash_left(server: Any, demo_db: Path, tmp_
     sftp = server()
     folder = sftp.root / "crashed"
     folder.mkdir(parents=True)
-    mine = folder / ".export.csv.0badf00d.filecast-tmp"        # this target's, from a crashed run
-    stale = folder / ".other.csv.0badcafe.filecast-tmp"        # another file's, two days old
-    fresh = folder / ".other.csv.0dadbeef.filecast-tmp"        # another file's, maybe a run in progress
+    mine = folder / ".export.csv.0badf00d.filecast-tmp"  # this target's, from a crashed run
+    stale = folder / ".other.csv.0badcafe.filecast-tmp"  # another file's, two days old
+    fresh = folder / ".other.csv.0dadbeef.filecast-tmp"  # another file's, maybe a run in progress
     for path in (mine, stale, fresh):
         path.write_bytes(b"partial")
     os.utime(stale, (time.time() - 2 * 86400,) * 2)

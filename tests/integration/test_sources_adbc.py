@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from core.catalog import parse_catalog
+from core.catalog.parse import parse_catalog
 from core.errors import SourceError
+from core.read.sources import open_source
 from core.settings import Settings
-from core.sources import open_source
 from devtools.postgres import PostgresServer
 from devtools.services import Azurite
 from tests.helpers import cli, run_record, write_catalog
@@ -33,10 +33,18 @@ def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "shop.sqlite"
     with sqlite3.connect(path) as con:
         con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL, note TEXT)")
-        con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", [
-            (i, ["Zoé", "O'Brien", 'Chloé "Coco"', "Li, Jr."][i % 4], round(i * 1.25, 2),
-             None if i % 5 == 0 else ("" if i % 5 == 1 else f"line one\nline {i}"))
-            for i in range(1, ROWS + 1)])
+        con.executemany(
+            "INSERT INTO orders VALUES (?, ?, ?, ?)",
+            [
+                (
+                    i,
+                    ["Zoé", "O'Brien", 'Chloé "Coco"', "Li, Jr."][i % 4],
+                    round(i * 1.25, 2),
+                    None if i % 5 == 0 else ("" if i % 5 == 1 else f"line one\nline {i}"),
+                )
+                for i in range(1, ROWS + 1)
+            ],
+        )
     return path
 
 
@@ -44,8 +52,14 @@ def catalog(where: dict[str, Any] | None = None, **source: Any) -> dict[str, Any
     doc: dict[str, Any] = {
         "sources": {"shop": {"type": "adbc", "driver": "adbc_driver_sqlite", "uri_setting": "SHOP_DB", **source}},
         "models": {"orders": {"source": "shop", "sql": "select * from orders order by id", "primary_key": ["id"]}},
-        "destinations": {"lake": {"type": "azure_blob", "container": "adbc-exports",
-                                  "connection_setting": "EXPORT_STORAGE", "create_container": True}},
+        "destinations": {
+            "lake": {
+                "type": "azure_blob",
+                "container": "adbc-exports",
+                "connection_setting": "EXPORT_STORAGE",
+                "create_container": True,
+            }
+        },
         "activations": {"export": {"model": "orders", "destination": "lake", "file_name": "orders", "format": "csv"}},
     }
     if where is not None:
@@ -57,12 +71,18 @@ def catalog(where: dict[str, Any] | None = None, **source: Any) -> dict[str, Any
 
 def export(azurite: Azurite, tmp_path: Path, doc: dict[str, Any], db: Path) -> list[dict[str, str]]:
     path = write_catalog(tmp_path / "catalog.yaml", doc)
-    result = cli("run", "export", "--catalog", str(path),
-                 env={"SHOP_DB": f"file:{db}", "EXPORT_STORAGE": azurite.connection_string})
+    result = cli(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        env={"SHOP_DB": f"file:{db}", "EXPORT_STORAGE": azurite.connection_string},
+    )
     assert result.returncode == 0, result.stderr
     record = run_record(result)
-    blob = BlobServiceClient.from_connection_string(azurite.connection_string) \
-        .get_blob_client("adbc-exports", record["files"][0]["path"])
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(
+        "adbc-exports", record["files"][0]["path"]
+    )
     return list(csv.DictReader(io.StringIO(blob.download_blob().readall().decode(), newline="")))
 
 
@@ -82,24 +102,35 @@ def test_sqlite_model_export(sqlite_db: Path, azurite: Azurite, tmp_path: Path) 
 
 def test_sqlite_segment_export(sqlite_db: Path, azurite: Azurite, tmp_path: Path) -> None:
     text: dict[str, Any] = {"column": "note", "op": "contains", "value": "LINE"}
-    where = {"all": [{"column": "total", "op": ">=", "value": 100},
-                     {"column": "customer", "op": "in", "value": ["O'Brien", "Li, Jr."]}, text]}
+    where = {
+        "all": [
+            {"column": "total", "op": ">=", "value": 100},
+            {"column": "customer", "op": "in", "value": ["O'Brien", "Li, Jr."]},
+            text,
+        ]
+    }
     # LIKE in SQLite ignores case unless told otherwise: Filecast turns case_sensitive_like on.
     assert export(azurite, tmp_path, catalog(where), sqlite_db) == []
     text["value"] = "line"
     assert typed(export(azurite, tmp_path, catalog(where), sqlite_db)) == expected(
-        sqlite_db, "total >= 100 AND customer IN ('O''Brien', 'Li, Jr.') AND instr(note, 'line') > 0")
+        sqlite_db, "total >= 100 AND customer IN ('O''Brien', 'Li, Jr.') AND instr(note, 'line') > 0"
+    )
 
 
 def test_a_missing_driver_is_a_catalog_error(sqlite_db: Path, azurite: Azurite, tmp_path: Path) -> None:
     path = write_catalog(tmp_path / "catalog.yaml", catalog(driver="adbc_driver_nosuch"))
-    result = cli("run", "export", "--catalog", str(path),
-                 env={"SHOP_DB": f"file:{sqlite_db}", "EXPORT_STORAGE": azurite.connection_string})
+    result = cli(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        env={"SHOP_DB": f"file:{sqlite_db}", "EXPORT_STORAGE": azurite.connection_string},
+    )
     assert result.returncode == 2
     assert run_record(result)["error"] == {
         "code": "invalid_catalog",
         "message": "sources.shop.driver: the ADBC driver `adbc_driver_nosuch` is not installed; add "
-                   "`adbc-driver-nosuch` to requirements.txt",
+        "`adbc-driver-nosuch` to requirements.txt",
     }
 
 
@@ -111,7 +142,8 @@ def test_secret_options_come_from_app_settings_and_stay_out_of_messages(sqlite_d
     assert caught.value.message == (
         "cannot connect to source `shop` (adbc_driver_sqlite): Unknown database option "
         "adbc.sqlite.no_such_option='***'; check the connection URI in the app setting `SHOP_DB` and the source's "
-        "`options`")
+        "`options`"
+    )
     assert caught.value.code == "source_connection_failed" and not caught.value.transient
 
 
@@ -119,8 +151,9 @@ def test_postgresql_through_the_generic_type(postgres: PostgresServer, pg_custom
     doc = {"sources": {"crm": {"type": "adbc", "driver": "adbc_driver_postgresql", "uri_setting": "CRM"}}}
     source = open_source(parse_catalog(doc).sources["crm"], Settings({"CRM": postgres.uri()}))
     try:
-        _, batches = source.batches(f"select customer_id from {pg_customers}",
-                                    {"column": "customer_id", "op": "between", "value": [10, 19]})
+        _, batches = source.batches(
+            f"select customer_id from {pg_customers}", {"column": "customer_id", "op": "between", "value": [10, 19]}
+        )
         ids = [i for batch in batches for i in batch.column(0).to_pylist()]
     finally:
         source.close()

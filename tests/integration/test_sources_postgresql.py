@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from core.formats import WRITERS
+from core.write.formats import WRITERS
 from devtools.postgres import PostgresServer
 from devtools.services import Azurite, free_port
 from tests.helpers import REPO, cli, run_record, write_catalog
@@ -38,9 +38,19 @@ pytestmark = pytest.mark.integration
 
 URI_SETTING = "CRM_POSTGRES_URI"
 COLUMNS = {
-    "customer_id": "INTEGER", "first_name": "VARCHAR", "last_name": "VARCHAR", "email": "VARCHAR",
-    "phone": "VARCHAR", "age": "SMALLINT", "country": "VARCHAR", "plan": "VARCHAR", "vip": "BOOLEAN",
-    "lifetime_value": "DECIMAL(12,2)", "signup_date": "DATE", "last_seen_at": "TIMESTAMPTZ", "notes": "VARCHAR",
+    "customer_id": "INTEGER",
+    "first_name": "VARCHAR",
+    "last_name": "VARCHAR",
+    "email": "VARCHAR",
+    "phone": "VARCHAR",
+    "age": "SMALLINT",
+    "country": "VARCHAR",
+    "plan": "VARCHAR",
+    "vip": "BOOLEAN",
+    "lifetime_value": "DECIMAL(12,2)",
+    "signup_date": "DATE",
+    "last_seen_at": "TIMESTAMPTZ",
+    "notes": "VARCHAR",
     "is_active": "BOOLEAN",
 }
 MAX_RSS_MB = 400  # the CLI child exporting 1 M rows; the CSV alone is about 160 MB
@@ -51,14 +61,25 @@ def pg_catalog(model: dict[str, Any], destination: dict[str, Any], **activation:
         "sources": {"crm": {"type": "postgresql", "uri_setting": URI_SETTING, "statement_timeout": "5min"}},
         "models": {"customers": {"source": "crm", **model}},
         "destinations": {"target": destination},
-        "activations": {"export": {"model": "customers", "destination": "target", "file_name": "export",
-                                   "format": "csv", **activation}},
+        "activations": {
+            "export": {
+                "model": "customers",
+                "destination": "target",
+                "file_name": "export",
+                "format": "csv",
+                **activation,
+            }
+        },
     }
 
 
 def blob_destination() -> dict[str, Any]:
-    return {"type": "azure_blob", "container": "pg-exports", "connection_setting": "EXPORT_STORAGE",
-            "create_container": True}
+    return {
+        "type": "azure_blob",
+        "container": "pg-exports",
+        "connection_setting": "EXPORT_STORAGE",
+        "create_container": True,
+    }
 
 
 def download(azurite: Azurite, path: str) -> bytes:
@@ -82,8 +103,14 @@ def cli_with_rss(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedP
     full_env.update(env, PYTHONPATH=str(REPO))
     full_env.setdefault("FILECAST_LOCAL_SETTINGS", os.devnull)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([sys.executable, "-m", "core", *args], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=err, env=full_env, cwd=REPO)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=full_env,
+            cwd=REPO,
+        )
         peak_kb = 0
         while process.poll() is None:
             try:
@@ -97,21 +124,32 @@ def cli_with_rss(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedP
         process.wait()
         out.seek(0)
         err.seek(0)
-        result = subprocess.CompletedProcess(process.args, process.returncode, out.read().decode(),
-                                             err.read().decode())
+        result = subprocess.CompletedProcess(process.args, process.returncode, out.read().decode(), err.read().decode())
     return result, peak_kb / 1024
 
 
 # --- a 1 M-row model, end to end ------------------------------------------------------------------
 
+
 def test_one_million_rows_export_to_azure_with_bounded_memory(
-    postgres: PostgresServer, pg_big_customers: str, azurite: Azurite, tmp_path: Path,
+    postgres: PostgresServer,
+    pg_big_customers: str,
+    azurite: Azurite,
+    tmp_path: Path,
 ) -> None:
-    doc = pg_catalog({"table": pg_big_customers, "primary_key": ["customer_id"]}, blob_destination(),
-                     csv={"delimiter": ";"})
+    doc = pg_catalog(
+        {"table": pg_big_customers, "primary_key": ["customer_id"]}, blob_destination(), csv={"delimiter": ";"}
+    )
     path = write_catalog(tmp_path / "catalog.yaml", doc)
-    result, rss_mb = cli_with_rss("run", "export", "--catalog", str(path), "--at", "2025-04-14T06:00:00Z",
-                                  env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string})
+    result, rss_mb = cli_with_rss(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        "--at",
+        "2025-04-14T06:00:00Z",
+        env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string},
+    )
     record = run_record(result)
     assert result.returncode == 0, result.stderr
     assert record["rows"]["read"] == record["rows"]["exported"] == 1_000_000
@@ -126,7 +164,9 @@ def test_one_million_rows_export_to_azure_with_bounded_memory(
     con.execute("SET TimeZone='UTC'")
     exported = con.sql(
         "SELECT * FROM read_csv(?, delim=';', header=true, quote='\"', escape='\"', allow_quoted_nulls=false, "
-        "columns=?)", params=[str(local), COLUMNS])
+        "columns=?)",
+        params=[str(local), COLUMNS],
+    )
     names = ", ".join(f"{c}::text AS {c}" if c == "lifetime_value" else c for c in COLUMNS)
     con.register("pg_rows", fetch_table(postgres, f"SELECT {names} FROM {pg_big_customers}"))
     source = con.sql("SELECT * REPLACE (lifetime_value::DECIMAL(12,2) AS lifetime_value) FROM pg_rows")
@@ -161,13 +201,31 @@ INSERT INTO typed VALUES
 
 # Row 1 as a reader should see it, written out by hand (strings exactly as exported).
 EXPECTED: dict[str, Any] = {
-    "id": 1, "small": -32768, "big": 9007199254740993, "real4": 1.5, "double8": 0.1,
-    "amount": Decimal("12345.67"), "exact": "123456789012345678901234567890.123456789", "flag": True,
-    "note": 'héllo, "wörld"\n日本 ✓ ; tab\there', "code": "abc", "padded": "ab  ", "day": "2024-02-29",
-    "at": "2024-02-29T23:59:59.123456Z", "local_at": "2024-02-29T23:59:59.000000", "clock": "12:34:56.500000",
-    "doc": '{"a": [1, "é"], "b": null}', "plain_json": '{"x":1}', "tags": ["a", "b,c", 'd"e', None],
-    "scores": [1, None, 3], "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "raw": base64.b64encode(b"\x00\xff\x10"),
-    "span": "P1DT2H3M4S", "ip": "192.168.0.1/32", "cash": "12.50", "feeling": "happy",
+    "id": 1,
+    "small": -32768,
+    "big": 9007199254740993,
+    "real4": 1.5,
+    "double8": 0.1,
+    "amount": Decimal("12345.67"),
+    "exact": "123456789012345678901234567890.123456789",
+    "flag": True,
+    "note": 'héllo, "wörld"\n日本 ✓ ; tab\there',
+    "code": "abc",
+    "padded": "ab  ",
+    "day": "2024-02-29",
+    "at": "2024-02-29T23:59:59.123456Z",
+    "local_at": "2024-02-29T23:59:59.000000",
+    "clock": "12:34:56.500000",
+    "doc": '{"a": [1, "é"], "b": null}',
+    "plain_json": '{"x":1}',
+    "tags": ["a", "b,c", 'd"e', None],
+    "scores": [1, None, 3],
+    "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    "raw": base64.b64encode(b"\x00\xff\x10"),
+    "span": "P1DT2H3M4S",
+    "ip": "192.168.0.1/32",
+    "cash": "12.50",
+    "feeling": "happy",
 }
 
 
@@ -197,8 +255,13 @@ def _same(field: str, got: Any, want: Any) -> None:
 def test_types_in_csv(postgres: PostgresServer, typed_table: str, azurite: Azurite, tmp_path: Path) -> None:
     doc = pg_catalog({"sql": f"select * from {typed_table} order by id"}, blob_destination(), file_name="typed")
     path = write_catalog(tmp_path / "catalog.yaml", doc)
-    result = cli("run", "export", "--catalog", str(path),
-                 env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string})
+    result = cli(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string},
+    )
     record = run_record(result)
     assert result.returncode == 0, result.stderr
     text = download(azurite, record["files"][0]["path"]).decode("utf-8")
@@ -219,8 +282,15 @@ def _read(fmt: str, content: bytes) -> list[dict[str, Any]]:
         return [json.loads(line) for line in content.decode().splitlines() if line]
     if fmt == "xml":
         root = ET.fromstring(content)
-        return [{child.tag: ([None if item.get("nil") else item.text for item in child] if len(child)
-                             else (child.text or "")) for child in row} for row in root]
+        return [
+            {
+                child.tag: (
+                    [None if item.get("nil") else item.text for item in child] if len(child) else (child.text or "")
+                )
+                for child in row
+            }
+            for row in root
+        ]
     assert fmt == "parquet"
     return list(pq.read_table(io.BytesIO(content)).to_pylist())
 
@@ -230,8 +300,11 @@ def _normalised(fmt: str, name: str, value: Any) -> Any:
     if fmt == "xml" and name in ("tags", "scores"):
         return value if name == "tags" else [None if v is None else int(v) for v in value]
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value.tzinfo else \
-            value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return (
+            value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if value.tzinfo
+            else value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        )
     if isinstance(value, date):
         return value.isoformat()
     if hasattr(value, "isoformat") and name == "clock":
@@ -244,13 +317,20 @@ def _normalised(fmt: str, name: str, value: Any) -> Any:
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))
-def test_types_in_every_format(postgres: PostgresServer, typed_table: str, azurite: Azurite, tmp_path: Path,
-                               fmt: str) -> None:
-    doc = pg_catalog({"sql": f"select * from {typed_table} where id = 1"}, blob_destination(),
-                     file_name=f"typed-{fmt}", format=fmt)
+def test_types_in_every_format(
+    postgres: PostgresServer, typed_table: str, azurite: Azurite, tmp_path: Path, fmt: str
+) -> None:
+    doc = pg_catalog(
+        {"sql": f"select * from {typed_table} where id = 1"}, blob_destination(), file_name=f"typed-{fmt}", format=fmt
+    )
     path = write_catalog(tmp_path / "catalog.yaml", doc)
-    result = cli("run", "export", "--catalog", str(path),
-                 env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string})
+    result = cli(
+        "run",
+        "export",
+        "--catalog",
+        str(path),
+        env={URI_SETTING: postgres.uri(), "EXPORT_STORAGE": azurite.connection_string},
+    )
     record = run_record(result)
     assert result.returncode == 0, result.stderr
     [row] = _read(fmt, download(azurite, record["files"][0]["path"]))
@@ -260,10 +340,12 @@ def test_types_in_every_format(postgres: PostgresServer, typed_table: str, azuri
 
 # --- errors ---------------------------------------------------------------------------------------
 
+
 def _run_expecting_failure(tmp_path: Path, model: dict[str, Any], uri: str) -> dict[str, Any]:
     path = write_catalog(tmp_path / "catalog.yaml", pg_catalog(model, blob_destination()))
-    result = cli("run", "export", "--catalog", str(path),
-                 env={URI_SETTING: uri, "EXPORT_STORAGE": "UseDevelopmentStorage=true"})
+    result = cli(
+        "run", "export", "--catalog", str(path), env={URI_SETTING: uri, "EXPORT_STORAGE": "UseDevelopmentStorage=true"}
+    )
     record = run_record(result)
     assert result.returncode == 1, result.stderr
     assert record["status"] == "failed"
@@ -277,8 +359,8 @@ def test_wrong_password_is_an_authentication_error(postgres: PostgresServer, tmp
     assert error == {
         "code": "authentication_failed",
         "message": f"authentication failed on PostgreSQL source `crm` (127.0.0.1:{postgres.port}/filecast): "
-                   f'connection to server at "127.0.0.1", port {postgres.port} failed: password authentication '
-                   f'failed for user "filecast"; check the user and password in the app setting `{URI_SETTING}`',
+        f'connection to server at "127.0.0.1", port {postgres.port} failed: password authentication '
+        f'failed for user "filecast"; check the user and password in the app setting `{URI_SETTING}`',
     }
 
 
@@ -287,7 +369,7 @@ def test_unknown_table_quotes_the_server(postgres: PostgresServer, tmp_path: Pat
     assert error == {
         "code": "model_query_failed",
         "message": f"the model query failed on PostgreSQL source `crm` (127.0.0.1:{postgres.port}/filecast): "
-                   "relation \"custmers\" does not exist; fix the model's `sql` or `table`",
+        'relation "custmers" does not exist; fix the model\'s `sql` or `table`',
     }
 
 
@@ -299,18 +381,23 @@ def test_unknown_column_quotes_the_server(postgres: PostgresServer, typed_table:
 
 def test_unreachable_host_is_transient(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    error = _run_expecting_failure(tmp_path, {"table": "typed"},
-                                   f"postgresql://filecast:wrong-password-123@127.0.0.1:{port}/filecast")
+    error = _run_expecting_failure(
+        tmp_path, {"table": "typed"}, f"postgresql://filecast:wrong-password-123@127.0.0.1:{port}/filecast"
+    )
     assert error["code"] == "source_unreachable"
-    assert error["message"].startswith(f"cannot reach PostgreSQL source `crm` (127.0.0.1:{port}/filecast): "
-                                       f'connection to server at "127.0.0.1", port {port} failed: Connection refused')
-    assert error["message"].endswith(f"check the host and port in the app setting `{URI_SETTING}` and that the "
-                                     "server accepts connections from this app")
+    assert error["message"].startswith(
+        f"cannot reach PostgreSQL source `crm` (127.0.0.1:{port}/filecast): "
+        f'connection to server at "127.0.0.1", port {port} failed: Connection refused'
+    )
+    assert error["message"].endswith(
+        f"check the host and port in the app setting `{URI_SETTING}` and that the "
+        "server accepts connections from this app"
+    )
 
 
 def test_statement_timeout_is_reported(postgres: PostgresServer, tmp_path: Path) -> None:
     from core.errors import SourceError
-    from core.sources.postgresql import PostgresSource
+    from core.read.sources.postgresql import PostgresSource
 
     source = PostgresSource(postgres.uri(), source_id="crm", statement_timeout=0.2)
     try:
@@ -323,12 +410,13 @@ def test_statement_timeout_is_reported(postgres: PostgresServer, tmp_path: Path)
     assert caught.value.message == (
         f"the model query on PostgreSQL source `crm` (127.0.0.1:{postgres.port}/filecast) ran longer than the "
         "source's `statement_timeout` and was cancelled: canceling statement due to statement timeout; make the "
-        "query faster or raise `statement_timeout`")
+        "query faster or raise `statement_timeout`"
+    )
 
 
 def test_sessions_are_read_only(postgres: PostgresServer, typed_table: str) -> None:
     from core.errors import SourceError
-    from core.sources.postgresql import PostgresSource
+    from core.read.sources.postgresql import PostgresSource
 
     source = PostgresSource(postgres.uri(), source_id="crm")
     try:
@@ -342,7 +430,7 @@ def test_sessions_are_read_only(postgres: PostgresServer, typed_table: str) -> N
 
 
 def test_schema_without_reading_rows(postgres: PostgresServer, pg_big_customers: str) -> None:
-    from core.sources.postgresql import PostgresSource
+    from core.read.sources.postgresql import PostgresSource
 
     source = PostgresSource(postgres.uri(), source_id="crm")
     try:
@@ -357,15 +445,26 @@ def test_schema_without_reading_rows(postgres: PostgresServer, pg_big_customers:
 
 # --- validate --probe -----------------------------------------------------------------------------
 
+
 def test_probe_checks_columns_keys_and_segments(postgres: PostgresServer, pg_customers: str, tmp_path: Path) -> None:
-    doc = pg_catalog({"table": pg_customers, "primary_key": ["customer_idd"]}, blob_destination(),
-                     mapping=[{"from": "emial", "to": "mail"}])
+    doc = pg_catalog(
+        {"table": pg_customers, "primary_key": ["customer_idd"]},
+        blob_destination(),
+        mapping=[{"from": "emial", "to": "mail"}],
+    )
     doc["models"]["broken"] = {"source": "crm", "sql": "select * from nowhere"}
-    doc["segments"] = {"adults": {"model": "customers", "where": {"all": [
-        {"column": "cuntry", "op": "=", "value": "FR"},
-        {"column": "age", "op": ">=", "value": "abc"},
-        {"column": "signup_date", "op": "between", "value": ["2020-01-01", "2020-13-01"]},
-    ]}}}
+    doc["segments"] = {
+        "adults": {
+            "model": "customers",
+            "where": {
+                "all": [
+                    {"column": "cuntry", "op": "=", "value": "FR"},
+                    {"column": "age", "op": ">=", "value": "abc"},
+                    {"column": "signup_date", "op": "between", "value": ["2020-01-01", "2020-13-01"]},
+                ]
+            },
+        }
+    }
     doc["activations"]["segmented"] = {**doc["activations"]["export"], "model": None, "segment": "adults"}
     del doc["activations"]["segmented"]["model"]
     path = write_catalog(tmp_path / "catalog.yaml", doc)
@@ -375,7 +474,7 @@ def test_probe_checks_columns_keys_and_segments(postgres: PostgresServer, pg_cus
     port = postgres.port
     assert result.stderr.splitlines()[1:] == [
         f"  - models.broken: the model query failed on PostgreSQL source `crm` (127.0.0.1:{port}/filecast): "
-        "relation \"nowhere\" does not exist; fix the model's `sql` or `table`",
+        'relation "nowhere" does not exist; fix the model\'s `sql` or `table`',
         f'  - models.customers.primary_key: unknown column "customer_idd"; columns are: {columns}',
         f'  - segments.adults.where.all[0].column: unknown column "cuntry"; columns are: {columns}',
         '  - segments.adults.where.all[1].value: "abc" is not a number for column age (int16)',
@@ -388,7 +487,7 @@ def test_probe_checks_columns_keys_and_segments(postgres: PostgresServer, pg_cus
 
 @pytest.mark.parametrize("where", [None, {"column": "id", "op": "=", "value": 1}])
 def test_model_sql_may_end_with_a_comment(postgres: PostgresServer, typed_table: str, where: Any) -> None:
-    from core.sources.postgresql import PostgresSource
+    from core.read.sources.postgresql import PostgresSource
 
     source = PostgresSource(postgres.uri(), source_id="crm")
     try:

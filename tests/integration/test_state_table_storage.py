@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from azure.data.tables import TableServiceClient
 
+from core.azure.table_requests import binary, query_entities, upsert_transaction
 from core.errors import StateConflict, StateError
-from core.state.table_requests import binary, query_entities, upsert_transaction
 from core.state.table_storage import (
     PROPERTY_BYTES,
     ROWS_PER_SHARD,
@@ -27,9 +27,7 @@ from tests.state_contract import StoreContract, chunks, commit, entries, same
 pytestmark = pytest.mark.integration
 
 
-def make_store(
-    azurite: Azurite, counter: RequestCounter | None = None, **kwargs: object
-) -> TableStorageStateStore:
+def make_store(azurite: Azurite, counter: RequestCounter | None = None, **kwargs: object) -> TableStorageStateStore:
     suffix = uuid.uuid4().hex[:10]
     return TableStorageStateStore.from_connection_string(
         azurite.connection_string,
@@ -72,9 +70,7 @@ def partition(store: TableStorageStateStore, activation: str, generation: str) -
         9 * ROWS_PER_SHARD + 7,
     ],
 )
-def test_round_trip_at_entity_size_edges(
-    store: TableStorageStateStore, counter: RequestCounter, rows: int
-) -> None:
+def test_round_trip_at_entity_size_edges(store: TableStorageStateStore, counter: RequestCounter, rows: int) -> None:
     data = entries(rows, seed=rows)
     snapshot = store.load("edge")
     generation = store.begin("edge")
@@ -162,9 +158,7 @@ def test_request_budget_for_a_million_rows(store: TableStorageStateStore, counte
 
 
 def test_unreachable_account_is_transient(azurite: Azurite) -> None:
-    dead = azurite.connection_string.replace(str(azurite.table_port), "1").replace(
-        str(azurite.blob_port), "1"
-    )
+    dead = azurite.connection_string.replace(str(azurite.table_port), "1").replace(str(azurite.blob_port), "1")
     store = TableStorageStateStore.from_connection_string(
         dead, table_name="statex", container_name="statex", retry_total=0
     )
@@ -189,9 +183,7 @@ def test_state_table_is_shared_by_activations(azurite: Azurite) -> None:
         commit(store, "one-two", entries(6, seed=2))
         store.reset("one")
         assert store.load("one-two").info.rows == 6  # type: ignore[union-attr]
-        names = {
-            t.name for t in TableServiceClient.from_connection_string(azurite.connection_string).list_tables()
-        }
+        names = {t.name for t in TableServiceClient.from_connection_string(azurite.connection_string).list_tables()}
         assert store.table.table_name in names
         assert np.array_equal(store.load("one-two").entries.hi, entries(6, seed=2).hi)
 

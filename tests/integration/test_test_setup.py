@@ -19,9 +19,21 @@ def test_tests_skipped_for_a_missing_service_end_with_a_loud_summary() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("FILECAST_REQUIRE_SERVICES", "AZURITE_BIN")}
     env.update(FILECAST_TOOLS="/nonexistent", PATH="/usr/bin:/bin")  # no Azurite anywhere
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/integration/test_cli.py::test_azure_errors_carry_the_service_message"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_cli.py::test_azure_errors_carry_the_service_message",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout
     assert "TESTS SKIPPED: services missing on this machine" in result.stdout
     assert "1 skipped: Azurite is not available" in result.stdout

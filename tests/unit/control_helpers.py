@@ -18,15 +18,20 @@ T0 = "2025-04-01T10:00:00Z"
 def people_db(path: Path, rows: int, *, name: str = "p") -> Path:
     """(Re)create `people(id, name)` with ids 0..rows-1 and names `<name><id>`."""
     with duckdb.connect(str(path)) as con:
-        con.execute("create or replace table people as select i as id, ? || i as name from range(?) t(i)",
-                    [name, rows])
+        con.execute("create or replace table people as select i as id, ? || i as name from range(?) t(i)", [name, rows])
     return path
 
 
 def catalog_doc(db: Path, **activation: Any) -> dict[str, Any]:
     """A catalog with one activation `sync` of `people` to the destination `out` (CSV, full only)."""
-    spec: dict[str, Any] = {"model": "people", "destination": "out", "file_name": "people", "format": "csv",
-                            "run_type": "full_only", "sync_mode": "snapshot"}
+    spec: dict[str, Any] = {
+        "model": "people",
+        "destination": "out",
+        "file_name": "people",
+        "format": "csv",
+        "run_type": "full_only",
+        "sync_mode": "snapshot",
+    }
     spec.update(activation)
     return {
         "sources": {"db": {"type": "duckdb", "database": str(db)}},

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.catalog import WARNING_CODES, parse_catalog, parse_text
+from core.catalog.model import WARNING_CODES
+from core.catalog.parse import parse_catalog, parse_text
 from core.errors import CatalogInvalid
 
 BASE = """
@@ -80,3 +81,10 @@ alerts:
         "alerts.rules[3].when: unknown field; allowed fields are: on, targets, activations, warnings",
         "alerts.rules[3].on: is required: a list of events",
     ]
+
+
+def test_every_target_type_the_catalog_accepts_has_a_message_body() -> None:
+    from core.catalog.alerts import TARGET_TYPES
+    from core.control.alert_messages import BODIES
+
+    assert sorted(TARGET_TYPES) == sorted(BODIES)

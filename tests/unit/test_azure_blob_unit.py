@@ -18,16 +18,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from core.azure_errors import Access, map_azure_errors
-from core.catalog import Destination as DestinationConfig
+from core.azure.errors import Access, map_azure_errors
+from core.azure.retry import ExportRetry
+from core.catalog.model import Destination as DestinationConfig
 from core.destinations import azure_blob
-from core.destinations.azure_blob import (
-    AzureBlobDestination,
-    block_size,
-    max_blob_size,
-    sas_expiry,
-)
-from core.destinations.azure_errors import ExportRetry
+from core.destinations.azure_blob import AzureBlobDestination, block_size, max_blob_size, sas_expiry
 from core.error_codes import ErrorCode
 from core.errors import DestinationError
 from core.scrub import scrub
@@ -68,14 +63,17 @@ def test_block_schedule_stays_within_the_service_limit() -> None:
 # ---------------------------------------------------------------- SAS
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("se=2025-04-14T06:00:00Z", datetime(2025, 4, 14, 6, tzinfo=UTC)),
-    ("se=2025-04-14T06%3A00%3A00Z", datetime(2025, 4, 14, 6, tzinfo=UTC)),
-    ("se=2025-04-14", datetime(2025, 4, 14, tzinfo=UTC)),
-    ("se=2025-04-14T08:00:00%2B02:00", datetime(2025, 4, 14, 6, tzinfo=UTC)),
-    ("sp=r", None),
-    ("se=tomorrow", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("se=2025-04-14T06:00:00Z", datetime(2025, 4, 14, 6, tzinfo=UTC)),
+        ("se=2025-04-14T06%3A00%3A00Z", datetime(2025, 4, 14, 6, tzinfo=UTC)),
+        ("se=2025-04-14", datetime(2025, 4, 14, tzinfo=UTC)),
+        ("se=2025-04-14T08:00:00%2B02:00", datetime(2025, 4, 14, 6, tzinfo=UTC)),
+        ("sp=r", None),
+        ("se=tomorrow", None),
+    ],
+)
 def test_sas_expiry(value: str, expected: datetime | None) -> None:
     assert sas_expiry(f"https://a.blob.core.windows.net/c?sv=x&{value}&sig=s") == expected
 
@@ -91,15 +89,25 @@ def test_sas_expiring_soon_warns_without_the_token() -> None:
     assert "(in 2.0 days)" in warning["message"] and "c2VjcmV0" not in warning["message"]
 
 
-@pytest.mark.parametrize("url, code, message", [
-    (sas(days=-1), "sas_expired", "the SAS token in app setting `EXPORT_SAS` expired at "),
-    (sas(start_hours=3), "bad_credentials", "the SAS token in app setting `EXPORT_SAS` is not valid before "),
-    (sas(permissions="rl"), "permission_denied",
-     "permission denied to write in container `exports` of storage account `acct`: the SAS token in app setting "
-     "`EXPORT_SAS` grants `rl` (read, list); it needs write (`w`) and create (`c`) permissions"),
-    ("https://acct.blob.core.windows.net/exports", "bad_credentials",
-     "app setting `EXPORT_SAS` has no SAS token: it must be the container URL followed by `?sv=…&sig=…`"),
-], ids=["expired", "not-yet-valid", "read-only", "no-token"])
+@pytest.mark.parametrize(
+    "url, code, message",
+    [
+        (sas(days=-1), "sas_expired", "the SAS token in app setting `EXPORT_SAS` expired at "),
+        (sas(start_hours=3), "bad_credentials", "the SAS token in app setting `EXPORT_SAS` is not valid before "),
+        (
+            sas(permissions="rl"),
+            "permission_denied",
+            "permission denied to write in container `exports` of storage account `acct`: the SAS token in app setting "
+            "`EXPORT_SAS` grants `rl` (read, list); it needs write (`w`) and create (`c`) permissions",
+        ),
+        (
+            "https://acct.blob.core.windows.net/exports",
+            "bad_credentials",
+            "app setting `EXPORT_SAS` has no SAS token: it must be the container URL followed by `?sv=…&sig=…`",
+        ),
+    ],
+    ids=["expired", "not-yet-valid", "read-only", "no-token"],
+)
 def test_unusable_sas_is_refused_before_any_request(url: str, code: str, message: str) -> None:
     with pytest.raises(DestinationError) as caught:
         destination(url)
@@ -177,33 +185,74 @@ def mapped(exc: Exception, access: Access = SAS) -> DestinationError:
     return caught.value
 
 
-@pytest.mark.parametrize("exc, code, transient, text", [
-    (http_error(403, "AuthorizationPermissionMismatch"), "permission_denied", False,
-     "permission denied to write `a.csv` in container `exports` of storage account `acct` "
-     "(AuthorizationPermissionMismatch): the SAS token in app setting `EXPORT_SAS` needs write (`w`) and create "
-     "(`c`) permissions"),
-    (http_error(403, "AuthenticationFailed", ClientAuthenticationError), "authentication_failed", False,
-     "not authorised to write `a.csv` in container `exports` of storage account `acct`: the credential was refused "
-     "(AuthenticationFailed); check that the SAS token in app setting `EXPORT_SAS` was signed"),
-    (http_error(403, "AuthorizationSourceIPMismatch"), "authentication_failed", False,
-     "not authorised to write `a.csv` in container `exports` of storage account `acct`: the credential was refused "
-     "(AuthorizationSourceIPMismatch)"),
-    (http_error(404, "ContainerNotFound", ResourceNotFoundError), "not_found", False,
-     "container `exports` of storage account `acct` was not found while trying to write `a.csv` (ContainerNotFound): "
-     "create it, or use a SAS URL for an existing container"),
-    (http_error(503, "ServerBusy"), "destination_unavailable", True,
-     "Azure Blob Storage kept refusing to write `a.csv` in container `exports` of storage account `acct`: HTTP 503 "
-     "(ServerBusy) after retrying with backoff"),
-    (http_error(429, "TooManyRequests"), "destination_unavailable", True, "HTTP 429 (TooManyRequests)"),
-    (http_error(400, "InvalidBlockList"), "destination_error", False,
-     "Azure Blob Storage refused to write `a.csv` in container `exports` of storage account `acct`: HTTP 400 "
-     "(InvalidBlockList)"),
-    (ServiceRequestError("Cannot connect to host acct.blob.core.windows.net:443 ssl:default [Name or service not "
-                         "known]"), "destination_unavailable", True,
-     "cannot reach Azure Blob Storage (container `exports` of storage account `acct`) to write `a.csv`: Cannot "
-     "connect to host acct.blob.core.windows.net:443"),
-], ids=["permission", "authentication", "firewall", "no-container", "server-busy", "too-many-requests", "bad-request",
-        "unreachable"])
+@pytest.mark.parametrize(
+    "exc, code, transient, text",
+    [
+        (
+            http_error(403, "AuthorizationPermissionMismatch"),
+            "permission_denied",
+            False,
+            "permission denied to write `a.csv` in container `exports` of storage account `acct` "
+            "(AuthorizationPermissionMismatch): the SAS token in app setting `EXPORT_SAS` needs write (`w`) and create "
+            "(`c`) permissions",
+        ),
+        (
+            http_error(403, "AuthenticationFailed", ClientAuthenticationError),
+            "authentication_failed",
+            False,
+            "not authorised to write `a.csv` in container `exports` of storage account `acct`: the credential was refused "  # noqa: E501
+            "(AuthenticationFailed); check that the SAS token in app setting `EXPORT_SAS` was signed",
+        ),
+        (
+            http_error(403, "AuthorizationSourceIPMismatch"),
+            "authentication_failed",
+            False,
+            "not authorised to write `a.csv` in container `exports` of storage account `acct`: the credential was refused "  # noqa: E501
+            "(AuthorizationSourceIPMismatch)",
+        ),
+        (
+            http_error(404, "ContainerNotFound", ResourceNotFoundError),
+            "not_found",
+            False,
+            "container `exports` of storage account `acct` was not found while trying to write `a.csv` (ContainerNotFound): "  # noqa: E501
+            "create it, or use a SAS URL for an existing container",
+        ),
+        (
+            http_error(503, "ServerBusy"),
+            "destination_unavailable",
+            True,
+            "Azure Blob Storage kept refusing to write `a.csv` in container `exports` of storage account `acct`: HTTP 503 "  # noqa: E501
+            "(ServerBusy) after retrying with backoff",
+        ),
+        (http_error(429, "TooManyRequests"), "destination_unavailable", True, "HTTP 429 (TooManyRequests)"),
+        (
+            http_error(400, "InvalidBlockList"),
+            "destination_error",
+            False,
+            "Azure Blob Storage refused to write `a.csv` in container `exports` of storage account `acct`: HTTP 400 "
+            "(InvalidBlockList)",
+        ),
+        (
+            ServiceRequestError(
+                "Cannot connect to host acct.blob.core.windows.net:443 ssl:default [Name or service not known]"
+            ),
+            "destination_unavailable",
+            True,
+            "cannot reach Azure Blob Storage (container `exports` of storage account `acct`) to write `a.csv`: Cannot "
+            "connect to host acct.blob.core.windows.net:443",
+        ),
+    ],
+    ids=[
+        "permission",
+        "authentication",
+        "firewall",
+        "no-container",
+        "server-busy",
+        "too-many-requests",
+        "bad-request",
+        "unreachable",
+    ],
+)
 def test_error_mapping(exc: Exception, code: str, transient: bool, text: str) -> None:
     error = mapped(exc)
     assert error.code == code and error.transient is transient
@@ -212,15 +261,18 @@ def test_error_mapping(exc: Exception, code: str, transient: bool, text: str) ->
 
 def test_identity_permission_error_names_the_role() -> None:
     error = mapped(http_error(403, "AuthorizationPermissionMismatch"), Access("identity", "https://acct"))
-    assert error.message.endswith("the managed identity needs the `Storage Blob Data Contributor` role on the "
-                                  "container or the storage account")
+    assert error.message.endswith(
+        "the managed identity needs the `Storage Blob Data Contributor` role on the container or the storage account"
+    )
 
 
 def test_sdk_text_is_scrubbed_of_secrets() -> None:
     error = mapped(ServiceRequestError("failed https://a/c/b?sv=1&sig=SECRETSIG&se=2 with AccountKey=SECRETKEY;x"))
     assert "SECRETSIG" not in error.message and "SECRETKEY" not in error.message
-    assert scrub("a?sig=abc%2B&x=1 AccountKey=k/+=;B SharedAccessSignature=sv=1&sig=z") == \
-        "a?sig=***&x=1 AccountKey=***;B SharedAccessSignature=***"
+    assert (
+        scrub("a?sig=abc%2B&x=1 AccountKey=k/+=;B SharedAccessSignature=sv=1&sig=z")
+        == "a?sig=***&x=1 AccountKey=***;B SharedAccessSignature=***"
+    )
 
 
 def test_errors_of_filecast_pass_through() -> None:
@@ -232,8 +284,9 @@ def test_unexpected_azure_errors_are_transient() -> None:
     from azure.core.exceptions import AzureError
 
     error: Any = mapped(AzureError("odd"))
-    assert error.transient and error.message == ("Azure Blob Storage failed to write `a.csv` in container `exports` "
-                                                 "of storage account `acct`: odd")
+    assert error.transient and error.message == (
+        "Azure Blob Storage failed to write `a.csv` in container `exports` of storage account `acct`: odd"
+    )
 
 
 # ---------------------------------------------------------------- bounded failure time
@@ -250,8 +303,10 @@ def test_connect_faults_are_retried_once_and_timeouts_are_set() -> None:
         client = AzureBlobDestination(config, Settings(values)).client
         transport: Any = client._pipeline._transport
         assert (transport.connection_config.timeout, transport.connection_config.read_timeout) == (connect, connect * 6)
-    with pytest.raises(DestinationError, match="app setting `FILECAST_AZURE_TIMEOUT` must be a number of seconds from "
-                       "1 to 600, not `0`"):
+    with pytest.raises(
+        DestinationError,
+        match="app setting `FILECAST_AZURE_TIMEOUT` must be a number of seconds from 1 to 600, not `0`",
+    ):
         AzureBlobDestination(config, Settings({"EXPORT_STORAGE": conn, "FILECAST_AZURE_TIMEOUT": "0"}))
 
 
@@ -259,8 +314,9 @@ def test_unreachable_account_fails_naming_the_service() -> None:
     """Nothing listens on 127.0.0.1:9 (discard): connection refused, one retry, then a named error."""
     import asyncio
 
-    config = DestinationConfig("lake", "azure_blob", container="exports", connection_setting="EXPORT_STORAGE",
-                               create_container=True)
+    config = DestinationConfig(
+        "lake", "azure_blob", container="exports", connection_setting="EXPORT_STORAGE", create_container=True
+    )
     conn = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/acct"
     destination = AzureBlobDestination(config, Settings({"EXPORT_STORAGE": conn}))
 
@@ -271,5 +327,7 @@ def test_unreachable_account_fails_naming_the_service() -> None:
     with pytest.raises(DestinationError) as caught:
         asyncio.run(enter())
     assert caught.value.code == "destination_unavailable" and caught.value.transient
-    assert caught.value.message.startswith("cannot reach Azure Blob Storage (container `exports` of storage account "
-                                           "`acct`) to create the container: Cannot connect to host 127.0.0.1:9")
+    assert caught.value.message.startswith(
+        "cannot reach Azure Blob Storage (container `exports` of storage account "
+        "`acct`) to create the container: Cannot connect to host 127.0.0.1:9"
+    )

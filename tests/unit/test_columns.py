@@ -1,4 +1,4 @@
-"""Checks against a model's real columns (core/columns.py): the same exact messages from
+"""Checks against a model's real columns (core/catalog/columns.py): the same exact messages from
 `validate --probe` and from a run, and errors that carry their path apart from their message.
 
 A DuckDB file in the test's folder is the source (in-process, no service)."""
@@ -14,13 +14,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from core.catalog import MappedColumn, parse_catalog
-from core.columns import format_problems, mapping_problems, require
+from core.catalog.columns import format_problems, mapping_problems, require
+from core.catalog.model import MappedColumn
+from core.catalog.parse import parse_catalog
 from core.destinations.memory import MemoryDestination
-from core.engine import Run
 from core.errors import CatalogError, Problem, SchemaMismatch
-from core.mapping import Mapper
-from core.records import RunRecord
+from core.read.mapping import Mapper
+from core.run.engine import Run
+from core.run.records import RunRecord
 from core.settings import Settings
 from tests.helpers import cli, write_catalog
 
@@ -34,8 +35,10 @@ ACTIVATIONS: dict[str, dict[str, Any]] = {
     "delta": {"model": "m", "format": "csv", "run_type": "full_then_delta", "sync_mode": "upsert"},
     "mapped": {"model": "m", "format": "csv", "mapping": ["id", "nope"]},
 }
-PARQUET = ("column `span` has type `month_day_nano_interval`, which Parquet cannot store (Unhandled type for Arrow "
-           "to Parquet schema conversion: month_day_nano_interval); cast it in the model's query, e.g. to text")
+PARQUET = (
+    "column `span` has type `month_day_nano_interval`, which Parquet cannot store (Unhandled type for Arrow "
+    "to Parquet schema conversion: month_day_nano_interval); cast it in the model's query, e.g. to text"
+)
 XML = "columns `a b` and `a_b` both become the XML element `a_b`; rename one of them in the mapping"
 
 
@@ -46,10 +49,18 @@ def doc(tmp_path: Path) -> dict[str, Any]:
         con.execute("CREATE TABLE t AS SELECT 1 AS id, 'a' AS name, INTERVAL 1 DAY AS span, true AS vip")
     return {
         "sources": {"db": {"type": "duckdb", "database": str(database)}},
-        "models": {"m": {"source": "db", "table": "t", "primary_key": ["idd"]},
-                   "n": {"source": "db", "sql": 'select id, name as "a b", name as "a_b" from t'}},
-        "segments": {"s": {"model": "m", "where": {"all": [{"column": "nme", "op": "=", "value": "x"},
-                                                           {"column": "id", "op": "=", "value": "y"}]}}},
+        "models": {
+            "m": {"source": "db", "table": "t", "primary_key": ["idd"]},
+            "n": {"source": "db", "sql": 'select id, name as "a b", name as "a_b" from t'},
+        },
+        "segments": {
+            "s": {
+                "model": "m",
+                "where": {
+                    "all": [{"column": "nme", "op": "=", "value": "x"}, {"column": "id", "op": "=", "value": "y"}]
+                },
+            }
+        },
         "destinations": {"out": BLOB},
         "activations": {aid: {"destination": "out", "file_name": "x", **a} for aid, a in ACTIVATIONS.items()},
     }
@@ -71,22 +82,37 @@ def test_validate_probe_lists_every_column_and_type_problem(tmp_path: Path, doc:
     ]
 
 
-@pytest.mark.parametrize("activation, message", [
-    ("pq", f"activations.pq.parquet: {PARQUET}"),
-    ("pq_unmapped", f'activations.pq_unmapped.mapping[0].from: unknown column "spam"; columns are: {COLUMNS}'),
-    ("xml", f"activations.xml.xml: {XML}"),
-    ("delta", f'models.m.primary_key: unknown column "idd"; columns are: {COLUMNS}'),
-    ("mapped", f'activations.mapped.mapping[1].from: unknown column "nope"; columns are: {COLUMNS}'),
-    ("seg", "the catalog has 2 problems:\n"
+@pytest.mark.parametrize(
+    "activation, message",
+    [
+        ("pq", f"activations.pq.parquet: {PARQUET}"),
+        ("pq_unmapped", f'activations.pq_unmapped.mapping[0].from: unknown column "spam"; columns are: {COLUMNS}'),
+        ("xml", f"activations.xml.xml: {XML}"),
+        ("delta", f'models.m.primary_key: unknown column "idd"; columns are: {COLUMNS}'),
+        ("mapped", f'activations.mapped.mapping[1].from: unknown column "nope"; columns are: {COLUMNS}'),
+        (
+            "seg",
+            "the catalog has 2 problems:\n"
             f'  - segments.s.where.all[0].column: unknown column "nme"; columns are: {COLUMNS}\n'
-            '  - segments.s.where.all[1].value: "y" is not a number for column id (int32)'),
-])
-def test_a_run_stops_before_writing_with_the_same_message(tmp_path: Path, doc: dict[str, Any], activation: str,
-                                                          message: str) -> None:
+            '  - segments.s.where.all[1].value: "y" is not a number for column id (int32)',
+        ),
+    ],
+)
+def test_a_run_stops_before_writing_with_the_same_message(
+    tmp_path: Path, doc: dict[str, Any], activation: str, message: str
+) -> None:
     destination = MemoryDestination()
     record = RunRecord("r1", activation, "manual", datetime(2025, 4, 14, 6, tzinfo=UTC))
-    result = asyncio.run(Run(parse_catalog(doc, tmp_path), activation, Settings({"EXPORT_STORAGE": "x"}), record,
-                             destination=destination, retries=0).execute())
+    result = asyncio.run(
+        Run(
+            parse_catalog(doc, tmp_path),
+            activation,
+            Settings({"EXPORT_STORAGE": "x"}),
+            record,
+            destination=destination,
+            retries=0,
+        ).execute()
+    )
     assert result.record.error == {"code": "invalid_catalog", "message": message}
     assert isinstance(result.exception, CatalogError) and not result.transient
     assert destination.files == {}
@@ -110,12 +136,14 @@ def test_require_raises_the_first_problem_only() -> None:
 
 
 def test_format_problems_join_every_column_under_the_activation() -> None:
-    catalog = parse_catalog({
-        "sources": {"db": {"type": "duckdb", "database": "/x.duckdb"}},
-        "models": {"m": {"source": "db", "table": "t"}},
-        "destinations": {"out": BLOB},
-        "activations": {"a": {"model": "m", "destination": "out", "file_name": "x", "format": "parquet"}},
-    })
+    catalog = parse_catalog(
+        {
+            "sources": {"db": {"type": "duckdb", "database": "/x.duckdb"}},
+            "models": {"m": {"source": "db", "table": "t"}},
+            "destinations": {"out": BLOB},
+            "activations": {"a": {"model": "m", "destination": "out", "file_name": "x", "format": "parquet"}},
+        }
+    )
     schema = pa.schema([("span", pa.duration("us")), ("ok", pa.int64()), ("gap", pa.month_day_nano_interval())])
     [problem] = format_problems(catalog.activations["a"], schema)
     assert problem.path == "activations.a.parquet"

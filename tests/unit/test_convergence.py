@@ -34,11 +34,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from core.catalog import parse_catalog
+from core.catalog.parse import parse_catalog
 from core.destinations.memory import MemoryDestination, MemoryUpload
-from core.engine import Run
 from core.errors import DestinationUnavailable, StateUnavailable
-from core.records import RunRecord
+from core.run.engine import Run
+from core.run.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
 from tests.helpers import examples
@@ -116,10 +116,17 @@ def catalog_doc(db: Path, mode: str) -> dict[str, Any]:
         "sources": {"db": {"type": "duckdb", "database": str(db)}},
         "models": {"people": {"source": "db", "table": "people", "primary_key": ["id"]}},
         "destinations": {"target": {"type": "azure_blob", "container": "xyz", "connection_setting": "X"}},
-        "activations": {"sync": {
-            "model": "people", "destination": "target", "file_name": "p_{x}", "format": "csv",
-            "mapping": [{"from": "id", "to": "id"}, {"from": "name", "to": "name"}, {"from": "age", "to": "age"}],
-            "run_type": "full_then_delta", "sync_mode": mode}},
+        "activations": {
+            "sync": {
+                "model": "people",
+                "destination": "target",
+                "file_name": "p_{x}",
+                "format": "csv",
+                "mapping": [{"from": "id", "to": "id"}, {"from": "name", "to": "name"}, {"from": "age", "to": "age"}],
+                "run_type": "full_then_delta",
+                "sync_mode": mode,
+            }
+        },
     }
 
 
@@ -182,15 +189,22 @@ class Convergence(RuleBasedStateMachine):
                 assert record.error is not None
                 assert "published before this failure without the delta state advancing" in record.error["message"]
 
-    def _run(self, destination_fault: tuple[str, int, bool] | None, retries: int) -> tuple[RunRecord | None,
-                                                                                             list[str]]:
+    def _run(self, destination_fault: tuple[str, int, bool] | None, retries: int) -> tuple[RunRecord | None, list[str]]:
         self._write_source()
         before = len(self.log)
         destination = FaultyDestination(self.log, destination_fault)
         moment = datetime(2025, 4, 1, tzinfo=UTC) + timedelta(minutes=next(self.clock))
         record = RunRecord(f"r{moment:%H%M}", "sync", "manual", moment)
-        run = Run(self.catalog, "sync", Settings({}), record, destination=destination, state=self.state,
-                  retries=retries, backoff=0)
+        run = Run(
+            self.catalog,
+            "sync",
+            Settings({}),
+            record,
+            destination=destination,
+            state=self.state,
+            retries=retries,
+            backoff=0,
+        )
         try:
             result = asyncio.run(run.execute())
         except Killed:
@@ -199,9 +213,15 @@ class Convergence(RuleBasedStateMachine):
 
     def _write_source(self) -> None:
         keys = sorted(self.source)
-        table = pa.table({"id": keys, "name": [self.source[k][0] for k in keys],
-                          "age": [self.source[k][1] for k in keys], "note": [self.source[k][2] for k in keys]},
-                         schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": keys,
+                "name": [self.source[k][0] for k in keys],
+                "age": [self.source[k][1] for k in keys],
+                "note": [self.source[k][2] for k in keys],
+            },
+            schema=SCHEMA,
+        )
         with duckdb.connect(str(self.db)) as con:
             con.register("rows", table)
             con.execute("CREATE OR REPLACE TABLE people AS SELECT * FROM rows")
@@ -255,8 +275,12 @@ class InsertMachine(FinalRun, Convergence):
     mode = "insert"
 
 
-PROFILE = settings(max_examples=EXAMPLES, stateful_step_count=12, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+PROFILE = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 TestDifference = DifferenceMachine.TestCase
 TestUpsert = UpsertMachine.TestCase
@@ -296,9 +320,13 @@ def test_a_run_that_published_then_failed_lists_its_files() -> None:
         record, published = machine._run(None, 0)
         assert record is not None and record.status == "failed" and len(published) == 1
         assert [f["path"] for f in record.files] == published and record.files[0]["rows"] == 1
-        assert record.error == {"code": "state_error", "message": (
-            f"injected failure in `commit`; 1 file (`{published[0]}`) was published before this failure "
-            "without the delta state advancing: the next run sends their changes again")}
+        assert record.error == {
+            "code": "state_error",
+            "message": (
+                f"injected failure in `commit`; 1 file (`{published[0]}`) was published before this failure "
+                "without the delta state advancing: the next run sends their changes again"
+            ),
+        }
     finally:
         machine.teardown()
 

@@ -8,13 +8,25 @@ import io
 import pyarrow as pa
 import pytest
 
-from core.formats.csv import CsvWriter
+from core.write.formats.csv import CsvWriter
 
-TRICKY = pa.table({
-    "text": ["plain", "a,b", 'say "hi"', "two\nlines", "crlf\r\nend", "Zoé ñ 東京 🙂", "", None, "semi;colon",
-             "tab\there"],
-    "n": [1, -2, None, 0, 2**40, 7, 8, 9, 10, 11],
-})
+TRICKY = pa.table(
+    {
+        "text": [
+            "plain",
+            "a,b",
+            'say "hi"',
+            "two\nlines",
+            "crlf\r\nend",
+            "Zoé ñ 東京 🙂",
+            "",
+            None,
+            "semi;colon",
+            "tab\there",
+        ],
+        "n": [1, -2, None, 0, 2**40, 7, 8, 9, 10, 11],
+    }
+)
 
 
 def encode(table: pa.Table, **options: object) -> bytes:
@@ -33,8 +45,10 @@ def read(data: bytes, delimiter: str = ",") -> list[list[str]]:
 def test_tricky_values_round_trip(delimiter: str) -> None:
     rows = read(encode(TRICKY, delimiter=delimiter), delimiter)
     assert rows[0] == ["text", "n"]
-    expected = [["" if v is None else v, "" if n is None else str(n)]
-                for v, n in zip(TRICKY["text"].to_pylist(), TRICKY["n"].to_pylist(), strict=True)]
+    expected = [
+        ["" if v is None else v, "" if n is None else str(n)]
+        for v, n in zip(TRICKY["text"].to_pylist(), TRICKY["n"].to_pylist(), strict=True)
+    ]
     assert rows[1:] == expected
 
 

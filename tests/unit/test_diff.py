@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.diff import Differ, InvalidKeys, Mode, filter_removed
-from core.fingerprint import Fingerprints, fingerprint_batch
+from core.delta.diff import Differ, Mode, filter_removed
+from core.delta.fingerprint import Fingerprints, fingerprint_batch
+from core.errors import InvalidKeys
 from core.state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
 from core.state.memory import MemoryStateStore
 from tests.helpers import examples
@@ -21,9 +22,7 @@ from tests.helpers import examples
 KEY = "__filecast_key"
 
 
-def fps(
-    keys: list[int | None], contents: list[int] | None = None, lo: list[int] | None = None
-) -> Fingerprints:
+def fps(keys: list[int | None], contents: list[int] | None = None, lo: list[int] | None = None) -> Fingerprints:
     """Hand-made fingerprints: key k -> (hi=k, lo=k or given), None -> NULL key."""
     hi = np.array([k if k is not None else 0 for k in keys], np.uint64)
     low = np.array(lo if lo is not None else [k if k is not None else 0 for k in keys], np.uint64)
@@ -33,9 +32,7 @@ def fps(
 
 def state(pairs: dict[int, int]) -> Entries:
     keys = sorted(pairs)
-    return Entries(
-        np.array(keys, np.uint64), np.array(keys, np.uint64), np.array([pairs[k] for k in keys], np.uint64)
-    )
+    return Entries(np.array(keys, np.uint64), np.array(keys, np.uint64), np.array([pairs[k] for k in keys], np.uint64))
 
 
 def as_dict(entries: Iterable[Entries]) -> dict[int, int]:
@@ -69,9 +66,7 @@ def test_full_run_exports_everything_and_tracks_first_occurrences() -> None:
     }
     assert [w.code for w in summary.warnings] == ["duplicate_key", "null_key"]
     assert summary.warnings[0].examples == [{"id": 1}]
-    assert (
-        "1 rows repeat a primary key (id) seen earlier in the run, e.g. `id=1`" in summary.warnings[0].message
-    )
+    assert "1 rows repeat a primary key (id) seen earlier in the run, e.g. `id=1`" in summary.warnings[0].message
 
 
 def test_upsert_and_difference_classify_against_the_state() -> None:
@@ -85,9 +80,11 @@ def test_upsert_and_difference_classify_against_the_state() -> None:
         assert summary.counts["removed"] == 1 and summary.counts["exported"] == 2
         assert as_dict([summary.removed_keys()]) == {3: 30}
         assert as_dict(summary.new_state()) == {1: 10, 2: 21, 4: 40}
-        assert summary.removed_mask(
-            np.array([3, 1, 9], np.uint64), np.array([3, 1, 9], np.uint64)
-        ).tolist() == [True, False, False]
+        assert summary.removed_mask(np.array([3, 1, 9], np.uint64), np.array([3, 1, 9], np.uint64)).tolist() == [
+            True,
+            False,
+            False,
+        ]
 
 
 def test_insert_compares_with_the_previous_runs_keys_and_ignores_content() -> None:
@@ -113,10 +110,16 @@ def test_new_state_marks_what_the_run_sends_and_tombstones_removals() -> None:
 @pytest.mark.parametrize("mode", ["upsert", "difference"])
 def test_an_in_flight_state_resends_every_uncertain_row(mode: Mode) -> None:
     # In flight: 1 certain, 2 sent (maybe not delivered), 3 a sent removal, 4 sent.
-    prev = Entries(np.array([1, 2, 3, 4], np.uint64), np.array([1, 2, 3, 4], np.uint64),
-                   np.array([10, 20 | int(SENT), int(GONE), 40 | int(SENT)], np.uint64))
-    differ = Differ(prev if mode == "difference" else Entries(prev.hi[[0, 1, 3]], prev.lo[[0, 1, 3]],
-                                                             prev.content[[0, 1, 3]]), mode, pending=True)
+    prev = Entries(
+        np.array([1, 2, 3, 4], np.uint64),
+        np.array([1, 2, 3, 4], np.uint64),
+        np.array([10, 20 | int(SENT), int(GONE), 40 | int(SENT)], np.uint64),
+    )
+    differ = Differ(
+        prev if mode == "difference" else Entries(prev.hi[[0, 1, 3]], prev.lo[[0, 1, 3]], prev.content[[0, 1, 3]]),
+        mode,
+        pending=True,
+    )
     delta = differ.classify(fps([1, 2, 3], [10, 20, 30]))  # 2 unchanged, 3 back, 4 gone
     assert rows(delta.unchanged) == [0] and rows(delta.export) == [1, 2]
     if mode == "difference":
@@ -128,8 +131,9 @@ def test_an_in_flight_state_resends_every_uncertain_row(mode: Mode) -> None:
 
 
 def test_insert_against_an_in_flight_state_resends_uncertain_keys() -> None:
-    prev = Entries(np.array([1, 2], np.uint64), np.array([1, 2], np.uint64),
-                   np.array([0, int(SENT | ADDED)], np.uint64))
+    prev = Entries(
+        np.array([1, 2], np.uint64), np.array([1, 2], np.uint64), np.array([0, int(SENT | ADDED)], np.uint64)
+    )
     delta = Differ(prev, "insert", pending=True).classify(fps([1, 2, 3]))
     assert rows(delta.added) == [1, 2] and rows(delta.unchanged) == [0]
 
@@ -164,9 +168,7 @@ def test_examples_are_capped_at_five() -> None:
     assert warning.code == "null_key" and warning.count == 8 and len(warning.examples) == 5
 
 
-@pytest.mark.parametrize(
-    ("keys", "what"), [([1, 1], "a duplicate primary key"), ([None], "a NULL in the primary key")]
-)
+@pytest.mark.parametrize(("keys", "what"), [([1, 1], "a duplicate primary key"), ([None], "a NULL in the primary key")])
 def test_fail_on_invalid_keys(keys: list[int | None], what: str) -> None:
     differ = Differ(None, "difference", key_columns=["id"], on_duplicate_key="fail")
     with pytest.raises(InvalidKeys, match=f"the source has {what} \\(id\\), e.g. `id=") as caught:
@@ -175,9 +177,7 @@ def test_fail_on_invalid_keys(keys: list[int | None], what: str) -> None:
 
 
 def test_keys_sharing_their_high_64_bits() -> None:
-    prev = Entries(
-        np.array([7, 7, 7], np.uint64), np.array([1, 5, 9], np.uint64), np.array([1, 2, 3], np.uint64)
-    )
+    prev = Entries(np.array([7, 7, 7], np.uint64), np.array([1, 5, 9], np.uint64), np.array([1, 2, 3], np.uint64))
     differ = Differ(prev, "upsert")
     delta = differ.classify(fps([7, 7, 7, 7], [3, 2, 4, 0], lo=[9, 5, 6, 9]))
     assert rows(delta.unchanged) == [0, 1] and rows(delta.added) == [2] and rows(delta.duplicate) == [3]
@@ -257,9 +257,7 @@ class Oracle:
         return exported, removed
 
 
-def run_engine(
-    store: MemoryStateStore, mode: Mode, source: list[Row], batch_rows: int
-) -> tuple[list[Row], list]:
+def run_engine(store: MemoryStateStore, mode: Mode, source: list[Row], batch_rows: int) -> tuple[list[Row], list]:
     """What the engine will do with these primitives: load, classify, write payload and state, commit."""
     snapshot = store.load("act")
     differ = Differ(snapshot.entries if snapshot.info else None, mode, key_columns=["id"])
@@ -295,9 +293,7 @@ def run_engine(
 
 
 keys = st.integers(0, 12)
-values = st.tuples(
-    st.one_of(st.none(), st.integers(-3, 3)), st.one_of(st.none(), st.sampled_from(["", "x", "xy"]))
-)
+values = st.tuples(st.one_of(st.none(), st.integers(-3, 3)), st.one_of(st.none(), st.sampled_from(["", "x", "xy"])))
 mutation = st.one_of(
     st.tuples(st.just("insert"), keys, values, st.integers(0, 5)),
     st.tuples(st.just("update_mapped"), st.integers(0, 99), values),

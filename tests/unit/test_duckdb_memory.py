@@ -15,9 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.catalog import parse_catalog_partly
-from core.sources.duckdb import MEMORY_LIMIT, DuckDBSource
-from core.spill import temp_directory
+from core.catalog.parse import parse_catalog_partly
+from core.read.sources.duckdb import MEMORY_LIMIT, DuckDBSource
+from core.read.spill import temp_directory
 
 ROWS = 3_000_000
 
@@ -38,10 +38,13 @@ def test_memory_limit_field_is_parsed_into_bytes_duckdb_reads() -> None:
     assert catalog.sources["db"].memory_limit is None  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("lots", "sources.db.memory_limit: must be a size such as `500KB`, `100MB` or `2GB`, got `lots`"),
-    ("8MB", "sources.db.memory_limit: must be at least 16MB (DuckDB needs room for a scan), got `8MB`"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("lots", "sources.db.memory_limit: must be a size such as `500KB`, `100MB` or `2GB`, got `lots`"),
+        ("8MB", "sources.db.memory_limit: must be at least 16MB (DuckDB needs room for a scan), got `8MB`"),
+    ],
+)
 def test_bad_memory_limit_says_what_to_write(value: str, message: str) -> None:
     _, problems = _catalog(value)
     assert problems == [message]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from core.catalog import parse_catalog
-from core.encryption import Encryption, KeyInfo, Keys
+from core.catalog.parse import parse_catalog
 from core.errors import CatalogInvalid
-from core.naming import NameContext, file_name
+from core.write.encryption import Encryption, KeyInfo, Keys
+from core.write.naming import NameContext, file_name
 
 BASE: dict[str, Any] = {
     "sources": {"db": {"type": "duckdb", "database": "demo.duckdb"}},
@@ -35,8 +35,17 @@ def problems(block: Any) -> list[str]:
 
 
 def test_the_block_becomes_setting_names_only() -> None:
-    catalog = parse_catalog(with_encryption({"recipients_setting": "PARTNER_KEYS", "signing_key_setting": "SIGN",
-                                             "signing_passphrase_setting": "SIGN_PASS", "armor": True}), Path("/"))
+    catalog = parse_catalog(
+        with_encryption(
+            {
+                "recipients_setting": "PARTNER_KEYS",
+                "signing_key_setting": "SIGN",
+                "signing_passphrase_setting": "SIGN_PASS",
+                "armor": True,
+            }
+        ),
+        Path("/"),
+    )
     assert catalog.activations["daily"].encryption == Encryption("PARTNER_KEYS", "SIGN", "SIGN_PASS", armor=True)
     plain = parse_catalog(copy.deepcopy(BASE), Path("/"))
     assert plain.activations["daily"].encryption is None
@@ -51,24 +60,34 @@ def test_every_problem_of_the_block_is_named() -> None:
         "app setting holding the signing key, or remove the passphrase",
         "activations.daily.encryption.armor: must be true or false, got `yes`",
     ]
-    assert problems("PARTNER_KEYS") == ["activations.daily.encryption: must be a mapping of fields, got `PARTNER_KEYS`",
-                                        "activations.daily.encryption.recipients_setting: is required"]
+    assert problems("PARTNER_KEYS") == [
+        "activations.daily.encryption: must be a mapping of fields, got `PARTNER_KEYS`",
+        "activations.daily.encryption.recipients_setting: is required",
+    ]
     assert problems({"recipients_setting": "-----BEGIN PGP PUBLIC KEY BLOCK-----"}) == [
         "activations.daily.encryption.recipients_setting: must name an app setting (letters, digits, `_`), got "
-        "`-----BEGIN PGP PUBLIC KEY BLOCK-----`"]
+        "`-----BEGIN PGP PUBLIC KEY BLOCK-----`"
+    ]
 
 
 def test_the_envelope_comes_after_the_format_and_gzip() -> None:
     context = NameContext(datetime(2025, 4, 14, 6, tzinfo=UTC), "daily", "r1")
     assert file_name("x", "out", context, extension="csv", gzip=True, envelope=".pgp") == "out/x.csv.gz.pgp"
-    assert file_name("x", "", context, extension="json", suffix="_added", part=2, envelope=".asc") == \
-        "x_added-00002.json.asc"
+    assert (
+        file_name("x", "", context, extension="json", suffix="_added", part=2, envelope=".asc")
+        == "x_added-00002.json.asc"
+    )
     assert Encryption("K").extension == ".pgp" and Encryption("K", armor=True).extension == ".asc"
 
 
 def test_keys_never_show_their_secrets() -> None:
-    keys = Keys(Encryption("K", "S", "P"), (KeyInfo("recipient", "AB" * 20, "p <p@x>", None),),
-                recipients=("PUBLIC",), signing_key="PRIVATE KEY TEXT", passphrase="hunter2")
+    keys = Keys(
+        Encryption("K", "S", "P"),
+        (KeyInfo("recipient", "AB" * 20, "p <p@x>", None),),
+        recipients=("PUBLIC",),
+        signing_key="PRIVATE KEY TEXT",
+        passphrase="hunter2",
+    )
     assert "PRIVATE" not in repr(keys) and "hunter2" not in repr(keys) and "PUBLIC" not in repr(keys)
 
 

@@ -21,9 +21,9 @@ import pytest
 from azure.data.tables import TableClient
 from azure.storage.blob import BlobClient
 
-from core import stores
-from core.azure_errors import Access, map_azure_errors
-from core.catalog import Destination
+from core.azure.errors import Access, map_azure_errors
+from core.catalog.model import Destination
+from core.control import stores
 from core.destinations.ftp_errors import FtpContext, map_ftp_errors
 from core.destinations.sftp_errors import SftpContext, map_sftp_errors
 from core.error_codes import ErrorCode
@@ -35,8 +35,8 @@ from core.errors import (
     StateError,
     StateUnavailable,
 )
+from core.read.sources.adbc import classify
 from core.scrub import scrub
-from core.sources.adbc import classify
 from core.state import table_storage
 
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -63,8 +63,10 @@ class _Azure(BaseHTTPRequestHandler):
             body = json.dumps({"odata.error": {"code": code, "message": {"lang": "en-US", "value": SAID}}}).encode()
             kind = "application/json;odata=minimalmetadata"
         else:
-            body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{escape(SAID)}</Message>'
-                    "</Error>").encode()
+            body = (
+                f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{escape(SAID)}</Message>'
+                "</Error>"
+            ).encode()
             kind = "application/xml"
         self.send_response(status)
         self.send_header("x-ms-error-code", code)
@@ -98,35 +100,49 @@ def _closed_port() -> int:
 
 def _connection(port: int) -> str:
     endpoint = f"http://127.0.0.1:{port}/devstoreaccount1"
-    return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};"
-            f"BlobEndpoint={endpoint};TableEndpoint={endpoint};")
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};"
+        f"BlobEndpoint={endpoint};TableEndpoint={endpoint};"
+    )
 
 
 def _blob_call(port: int) -> None:
-    client = BlobClient.from_connection_string(_connection(port), "exports", "a.csv", retry_total=0,
-                                               connection_timeout=5, read_timeout=5)
+    client = BlobClient.from_connection_string(
+        _connection(port), "exports", "a.csv", retry_total=0, connection_timeout=5, read_timeout=5
+    )
     client.upload_blob(b"a,b\n", overwrite=True)
 
 
 def _table_call(port: int) -> None:
-    client = TableClient.from_connection_string(_connection(port), "t", retry_total=0, connection_timeout=5,
-                                                read_timeout=5)
+    client = TableClient.from_connection_string(
+        _connection(port), "t", retry_total=0, connection_timeout=5, read_timeout=5
+    )
     client.get_entity("p", "r")
 
 
 CALLS = {"blob": _blob_call, "table": _table_call}
 WHERE = "container `exports` of storage account `devstoreaccount1`"
 MAPPERS: dict[str, tuple[Callable[[], AbstractContextManager[None]], type[FilecastError], type[FilecastError]]] = {
-    "destinations": (lambda: map_azure_errors("write `a.csv`", WHERE, Access("connection_string", "EXPORT")),
-                     DestinationError, DestinationUnavailable),
-    "state": (lambda: table_storage.map_azure_errors("reading the delta state of `x`"),
-              StateError, StateUnavailable),
+    "destinations": (
+        lambda: map_azure_errors("write `a.csv`", WHERE, Access("connection_string", "EXPORT")),
+        DestinationError,
+        DestinationUnavailable,
+    ),
+    "state": (lambda: table_storage.map_azure_errors("reading the delta state of `x`"), StateError, StateUnavailable),
     "stores": (lambda: stores.map_table_errors("read run `x`"), StateError, StateUnavailable),
 }
-STATUSES = [(400, "InvalidInput", False), (401, "AuthenticationFailed", False), (403, "AuthorizationFailure", False),
-            (403, "AuthorizationPermissionMismatch", False), (404, "ResourceNotFound", False),
-            (409, "EntityAlreadyExists", False), (412, "UpdateConditionNotSatisfied", False),
-            (429, "TooManyRequests", True), (500, "InternalError", True), (503, "ServerBusy", True)]
+STATUSES = [
+    (400, "InvalidInput", False),
+    (401, "AuthenticationFailed", False),
+    (403, "AuthorizationFailure", False),
+    (403, "AuthorizationPermissionMismatch", False),
+    (404, "ResourceNotFound", False),
+    (409, "EntityAlreadyExists", False),
+    (412, "UpdateConditionNotSatisfied", False),
+    (429, "TooManyRequests", True),
+    (500, "InternalError", True),
+    (503, "ServerBusy", True),
+]
 
 
 def _mapped(mapper: str, call: str, port: int) -> FilecastError:
@@ -139,8 +155,9 @@ def _mapped(mapper: str, call: str, port: int) -> FilecastError:
 
 @pytest.mark.parametrize("call", sorted(CALLS))
 @pytest.mark.parametrize("status, code, transient", STATUSES, ids=[f"{s}-{c}" for s, c, _ in STATUSES])
-def test_the_same_status_is_the_same_error_everywhere(azure: ThreadingHTTPServer, call: str, status: int, code: str,
-                                                      transient: bool) -> None:
+def test_the_same_status_is_the_same_error_everywhere(
+    azure: ThreadingHTTPServer, call: str, status: int, code: str, transient: bool
+) -> None:
     azure.status = (status, code)  # type: ignore[attr-defined]
     port = azure.server_address[1]
     for mapper, (_, terminal, retried) in MAPPERS.items():
@@ -149,10 +166,15 @@ def test_the_same_status_is_the_same_error_everywhere(azure: ThreadingHTTPServer
         assert error.transient is transient, (mapper, call)
         assert not any(leak in error.message for leak in LEAKS), (mapper, error.message)
     destination = _mapped("destinations", call, int(port))
-    expected = {401: ErrorCode.AUTHENTICATION_FAILED, 404: ErrorCode.NOT_FOUND, 429: ErrorCode.DESTINATION_UNAVAILABLE,
-                500: ErrorCode.DESTINATION_UNAVAILABLE, 503: ErrorCode.DESTINATION_UNAVAILABLE}.get(status)
+    expected = {
+        401: ErrorCode.AUTHENTICATION_FAILED,
+        404: ErrorCode.NOT_FOUND,
+        429: ErrorCode.DESTINATION_UNAVAILABLE,
+        500: ErrorCode.DESTINATION_UNAVAILABLE,
+        503: ErrorCode.DESTINATION_UNAVAILABLE,
+    }.get(status)
     if status == 403:
-        expected = (ErrorCode.AUTHENTICATION_FAILED if code == "AuthorizationFailure" else ErrorCode.PERMISSION_DENIED)
+        expected = ErrorCode.AUTHENTICATION_FAILED if code == "AuthorizationFailure" else ErrorCode.PERMISSION_DENIED
     assert destination.code == (expected or ErrorCode.DESTINATION_ERROR)
     assert _mapped("state", call, int(port)).code == _mapped("stores", call, int(port)).code == ErrorCode.STATE_ERROR
 
@@ -166,7 +188,8 @@ def test_an_unreachable_account_is_transient_everywhere(call: str) -> None:
         assert KEY not in error.message
     assert _mapped("destinations", call, port).code == ErrorCode.DESTINATION_UNAVAILABLE
     assert _mapped("state", call, port).message.startswith(
-        "reading the delta state of `x`: the storage account could not be reached (ServiceRequestError)")
+        "reading the delta state of `x`: the storage account could not be reached (ServiceRequestError)"
+    )
 
 
 @pytest.mark.parametrize("call", sorted(CALLS))
@@ -188,6 +211,7 @@ def test_filecast_errors_pass_through_every_azure_mapper() -> None:
 
 # --- the one scrubber, in every mapper --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(SECRETS))
 def test_the_scrubber_blanks_credentials_by_their_shape(name: str) -> None:
     cleaned = scrub(f"failed: {SECRETS[name]} (retrying)")
@@ -202,15 +226,17 @@ def test_the_scrubber_blanks_known_values_and_key_lines() -> None:
 
 
 def _ftp_context(password: str) -> FtpContext:
-    config = Destination("partner", "ftp", host="ftp.example.com", port=21, username="alex",
-                         password_setting="FTP_PASSWORD")
+    config = Destination(
+        "partner", "ftp", host="ftp.example.com", port=21, username="alex", password_setting="FTP_PASSWORD"
+    )
     return FtpContext(config, password, 10)
 
 
 def test_ftp_messages_are_scrubbed() -> None:
     context = _ftp_context("s3cret-ftp-pw")
-    reply = aioftp.StatusCodeError(aioftp.Code("2xx"), aioftp.Code("550"),
-                                   ["550 denied for s3cret-ftp-pw; see https://x/?sig=SECRETSIG"])
+    reply = aioftp.StatusCodeError(
+        aioftp.Code("2xx"), aioftp.Code("550"), ["550 denied for s3cret-ftp-pw; see https://x/?sig=SECRETSIG"]
+    )
     with pytest.raises(DestinationError) as caught, map_ftp_errors(context, "write", "out/a.csv"):
         raise reply
     message = caught.value.message
@@ -219,18 +245,23 @@ def test_ftp_messages_are_scrubbed() -> None:
 
 
 def test_sftp_messages_are_scrubbed() -> None:
-    config = Destination("partner", "sftp", host="sftp.example.com", port=22, username="alex",
-                         password_setting="SFTP_PASSWORD")
+    config = Destination(
+        "partner", "sftp", host="sftp.example.com", port=22, username="alex", password_setting="SFTP_PASSWORD"
+    )
     context = SftpContext(config, ["s3cret-sftp-pw"], 10)
     with pytest.raises(DestinationError) as caught, map_sftp_errors(context, "rename", "out/a.csv"):
         raise asyncssh.SFTPFailure("failure for s3cret-sftp-pw AccountKey=SECRETKEY;")
-    assert caught.value.message == ("SFTP rename `out/a.csv` failed on sftp.example.com:22 (server said: failure "
-                                    "for *** AccountKey=***;)")
+    assert caught.value.message == (
+        "SFTP rename `out/a.csv` failed on sftp.example.com:22 (server said: failure for *** AccountKey=***;)"
+    )
 
 
 def test_source_messages_are_scrubbed() -> None:
-    error = classify(Exception("connection to postgresql://alex:SECRETURIPW@db:5432/w failed for pw hunter2x"),
-                     "source `pg`", secrets=["hunter2x"])
+    error = classify(
+        Exception("connection to postgresql://alex:SECRETURIPW@db:5432/w failed for pw hunter2x"),
+        "source `pg`",
+        secrets=["hunter2x"],
+    )
     assert isinstance(error, SourceError)
     assert "hunter2x" not in error.message and "SECRETURIPW" not in error.message
     assert "postgresql://alex:***@db:5432/w" in error.message
@@ -238,12 +269,15 @@ def test_source_messages_are_scrubbed() -> None:
 
 def test_the_ftp_and_sftp_mappers_share_the_network_failures() -> None:
     config = Destination("partner", "sftp", host="sftp.example.com", port=22, username="alex")
-    for context, mapper in ((_ftp_context("pw-unused"), map_ftp_errors),
-                            (SftpContext(config, [], 10), map_sftp_errors)):
-        with pytest.raises(DestinationUnavailable) as caught, mapper(context, "connect"):  # type: ignore[operator]
+    for context, mapper in (
+        (_ftp_context("pw-unused"), map_ftp_errors),
+        (SftpContext(config, [], 10), map_sftp_errors),
+    ):
+        with pytest.raises(DestinationUnavailable) as caught, mapper(context, "connect"):  # type: ignore[arg-type]
             raise ConnectionRefusedError(111, "refused")
         assert caught.value.code == ErrorCode.CONNECTION_REFUSED
-        assert caught.value.message == (f"connection refused by {context.host}: check `host`, `port` and that the "
-                                        f"{context.kind} server is running")
-        with pytest.raises(ValueError), mapper(context, "connect"):  # type: ignore[operator]
+        assert caught.value.message == (
+            f"connection refused by {context.host}: check `host`, `port` and that the {context.kind} server is running"
+        )
+        with pytest.raises(ValueError), mapper(context, "connect"):  # type: ignore[arg-type]
             raise ValueError("not a network error: propagates unchanged")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from core import api, cli, errors
+from core import cli, errors
+from core.control import api
 from core.error_codes import ANSWERS, ErrorCode, markdown_table
 from core.errors import (
     DestinationError,
@@ -41,10 +42,15 @@ def _codes_named_in(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "code" and isinstance(node.value, ast.Constant):
-            raise AssertionError(f"{path.name}:{node.value.lineno}: `code={node.value.value!r}` is a free string; "
-                                 "name an ErrorCode member")
-    return {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ErrorCode"}
+            raise AssertionError(
+                f"{path.name}:{node.value.lineno}: `code={node.value.value!r}` is a free string; "
+                "name an ErrorCode member"
+            )
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ErrorCode"
+    }
 
 
 def test_every_code_has_an_answer() -> None:
@@ -57,10 +63,28 @@ def test_every_code_has_an_answer() -> None:
 def test_the_values_users_read_are_unchanged() -> None:
     """Run records and API answers carry these strings: renaming a member must not change them."""
     assert {c.value for c in ErrorCode} >= {
-        "invalid_catalog", "not_found", "bad_request", "catalog_too_large", "missing_setting", "refused_setting",
-        "source_error", "format_error", "destination_error", "destination_unavailable", "state_error",
-        "state_conflict", "run_in_progress", "duplicate_run", "internal", "interrupted", "poisoned",
-        "invalid_primary_key", "authentication_failed", "permission_denied", "disk_full", "connection_lost",
+        "invalid_catalog",
+        "not_found",
+        "bad_request",
+        "catalog_too_large",
+        "missing_setting",
+        "refused_setting",
+        "source_error",
+        "format_error",
+        "destination_error",
+        "destination_unavailable",
+        "state_error",
+        "state_conflict",
+        "run_in_progress",
+        "duplicate_run",
+        "internal",
+        "interrupted",
+        "poisoned",
+        "invalid_primary_key",
+        "authentication_failed",
+        "permission_denied",
+        "disk_full",
+        "connection_lost",
     }
     assert all(c.value == c.name.lower() for c in ErrorCode)
 
@@ -91,7 +115,7 @@ def _cli_exit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
     def fail() -> Settings:
         raise exc
 
-    monkeypatch.setattr(cli.Settings, "load", staticmethod(fail))
+    monkeypatch.setattr(Settings, "load", staticmethod(fail))
     monkeypatch.setattr(cli, "_configure_logging", lambda: cli._LogHandler(sys.stderr))  # leave the root logger be
     code = cli.main(["runs", "anything"])
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {exc.message}"
@@ -100,8 +124,9 @@ def _cli_exit(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 
 @pytest.mark.parametrize("code", list(ErrorCode), ids=[c.value for c in ErrorCode])
 @pytest.mark.parametrize("kind", [DestinationError, DestinationUnavailable], ids=["terminal", "transient"])
-def test_the_api_and_the_cli_agree(code: ErrorCode, kind: type[FilecastError], monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_api_and_the_cli_agree(
+    code: ErrorCode, kind: type[FilecastError], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     exc = kind(f"failed with `{code.value}`", code=code)
     status, body = _api_answer(monkeypatch, exc)
     exit_code = _cli_exit(monkeypatch, capsys, exc)
@@ -112,22 +137,35 @@ def test_the_api_and_the_cli_agree(code: ErrorCode, kind: type[FilecastError], m
     assert (exit_code == 2) == (status in BAD_INPUT_STATUSES)
 
 
-@pytest.mark.parametrize("exc, status, exit_code", [
-    # answered 400 by the API but exited 1 before: a destination's own catalog check
-    (DestinationError("destination `d` has no `container`", code=ErrorCode.INVALID_CATALOG), 400, 2),
-    # exited 2 but answered 500 before: a missing or refused setting is bad input
-    (SettingError("app setting `X` is not set"), 400, 2),
-    (SettingError("app setting `X` is refused", code=ErrorCode.REFUSED_SETTING), 400, 2),
-    (DestinationError("app setting `FILECAST_FTP_TIMEOUT` must be…", code=ErrorCode.INVALID_SETTING), 400, 2),
-    # answered 404 but exited 1 before: a container the catalog names that does not exist
-    (DestinationError("container `x` was not found", code=ErrorCode.NOT_FOUND), 404, 2),
-    (StateUnavailable("the storage account could not be reached"), 503, 1),
-    (StateError("storage answered 403"), 500, 1),
-    (InvalidKeys("the source has a duplicate primary key"), 500, 1),
-], ids=["destination-catalog", "missing-setting", "refused-setting", "invalid-setting", "missing-container",
-        "state-unreachable", "state-refused", "invalid-keys"])
-def test_former_mismatches_answer_alike(exc: FilecastError, status: int, exit_code: int,
-                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "exc, status, exit_code",
+    [
+        # answered 400 by the API but exited 1 before: a destination's own catalog check
+        (DestinationError("destination `d` has no `container`", code=ErrorCode.INVALID_CATALOG), 400, 2),
+        # exited 2 but answered 500 before: a missing or refused setting is bad input
+        (SettingError("app setting `X` is not set"), 400, 2),
+        (SettingError("app setting `X` is refused", code=ErrorCode.REFUSED_SETTING), 400, 2),
+        (DestinationError("app setting `FILECAST_FTP_TIMEOUT` must be…", code=ErrorCode.INVALID_SETTING), 400, 2),
+        # answered 404 but exited 1 before: a container the catalog names that does not exist
+        (DestinationError("container `x` was not found", code=ErrorCode.NOT_FOUND), 404, 2),
+        (StateUnavailable("the storage account could not be reached"), 503, 1),
+        (StateError("storage answered 403"), 500, 1),
+        (InvalidKeys("the source has a duplicate primary key"), 500, 1),
+    ],
+    ids=[
+        "destination-catalog",
+        "missing-setting",
+        "refused-setting",
+        "invalid-setting",
+        "missing-container",
+        "state-unreachable",
+        "state-refused",
+        "invalid-keys",
+    ],
+)
+def test_former_mismatches_answer_alike(
+    exc: FilecastError, status: int, exit_code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _api_answer(monkeypatch, exc)[0] == status
     assert _cli_exit(monkeypatch, capsys, exc) == exit_code
 
@@ -139,13 +177,22 @@ def test_type_decides_transience() -> None:
     for cls in _tree():
         assert isinstance(cls.__dict__.get("transient", cls.transient), bool), cls
     transient = {cls.__name__ for cls in _tree() if cls.transient}
-    assert transient == {"SourceUnavailable", "DestinationUnavailable", "StateUnavailable", "EncryptionInterrupted",
-                         "RunInProgress"}
+    assert transient == {
+        "SourceUnavailable",
+        "DestinationUnavailable",
+        "StateUnavailable",
+        "EncryptionInterrupted",
+        "RunInProgress",
+    }
     # the same code, either way: the type says which
     late = DestinationUnavailable("452 no space", code=ErrorCode.DISK_FULL)
     full = DestinationError("552 no space", code=ErrorCode.DISK_FULL)
-    assert (late.code, late.transient, full.code, full.transient) == (ErrorCode.DISK_FULL, True,
-                                                                       ErrorCode.DISK_FULL, False)
+    assert (late.code, late.transient, full.code, full.transient) == (
+        ErrorCode.DISK_FULL,
+        True,
+        ErrorCode.DISK_FULL,
+        False,
+    )
     # a transient subclass keeps its family's default code, so records read as before
     assert StateUnavailable("x").code is StateError("x").code is ErrorCode.STATE_ERROR
     assert isinstance(late, DestinationError) and isinstance(StateUnavailable("x"), StateError)

@@ -1,4 +1,4 @@
-"""Golden values and the encoding spec of `core.fingerprint`.
+"""Golden values and the encoding spec of `core.delta.fingerprint`.
 
 `spec_encode` below is an independent, value-by-value rendering of the spec in the module
 docstring: the vectorised encoder must produce exactly its bytes, and the pinned digests must
@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from core.errors import FormatError
-from core.fingerprint import (
+from core.delta.fingerprint import (
     Fingerprints,
     encode_rows,
     fingerprint_ahead,
@@ -28,6 +27,7 @@ from core.fingerprint import (
     key_array,
     split_key_array,
 )
+from core.errors import FormatError
 
 UTC = dt.UTC
 
@@ -142,12 +142,8 @@ def golden_table() -> pa.Table:
         "dict": pa.array(["red", "blue", None, "red"]).dictionary_encode(),
         "list": pa.array([[1, None], [], None, [3]], pa.list_(pa.int64())),
         "flist": pa.array([[1, 2], None, [None, 4], [5, 6]], pa.list_(pa.int16(), 2)),
-        "nested": pa.array(
-            [[["a"], []], None, [None, ["b", None]], []], pa.large_list(pa.list_(pa.string()))
-        ),
-        "struct": pa.array(
-            [{"x": 1, "label": "p"}, None, {"x": None, "label": None}, {"x": -1, "label": ""}], point
-        ),
+        "nested": pa.array([[["a"], []], None, [None, ["b", None]], []], pa.large_list(pa.list_(pa.string()))),
+        "struct": pa.array([{"x": 1, "label": "p"}, None, {"x": None, "label": None}, {"x": -1, "label": ""}], point),
         "map": pa.array([[("k", 1)], [], None, [("a", None), ("b", 2)]], pa.map_(pa.string(), pa.int64())),
         "nulls": pa.nulls(4),
     }
@@ -337,9 +333,7 @@ def test_invariant_to_batch_splitting() -> None:
     whole = fingerprint_batch(table, ["id", "code"], ALL, threads=1)
     rng = np.random.default_rng(7)
     cuts = sorted({0, table.num_rows, *rng.integers(1, table.num_rows, 12).tolist()})
-    parts = [
-        fingerprint_batch(table.slice(a, b - a), ["id", "code"], ALL) for a, b in itertools.pairwise(cuts)
-    ]
+    parts = [fingerprint_batch(table.slice(a, b - a), ["id", "code"], ALL) for a, b in itertools.pairwise(cuts)]
     joined = Fingerprints(
         *(np.concatenate([getattr(p, n) for p in parts]) for n in ("key_hi", "key_lo", "content", "null_key"))
     )
@@ -390,15 +384,13 @@ def test_a_batch_that_cannot_be_fingerprinted_fails_from_its_future() -> None:
     assert len(next(ahead)[1].result()) == 1
     with pytest.raises(FormatError, match="column `u` has type"):
         next(ahead)[1].result()
-    ahead.close()  # stopping early cancels what is still queued
+    ahead.close()  # type: ignore[attr-defined]  # stopping early cancels what is still queued
 
 
 def test_invariant_to_batch_column_order_but_not_spec_order() -> None:
     table = golden_table()
     shuffled = table.select(list(reversed(ALL)))
-    assert_same(
-        fingerprint_batch(table, ["id", "code"], ALL), fingerprint_batch(shuffled, ["id", "code"], ALL)
-    )
+    assert_same(fingerprint_batch(table, ["id", "code"], ALL), fingerprint_batch(shuffled, ["id", "code"], ALL))
     swapped = fingerprint_batch(table, ["code", "id"], list(reversed(ALL)))
     assert not np.array_equal(swapped.key_hi, fingerprint_batch(table, ["id", "code"], ALL).key_hi)
 

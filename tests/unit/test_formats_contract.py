@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from core.errors import CatalogError, FormatError
-from core.formats import ALL_WRITERS, WRITERS, Writer, writer_for
+from core.write.formats import ALL_WRITERS, WRITERS, Writer, writer_for
 from tests.helpers import examples
 
 CSV_NULL = "\\N"  # a marker the csv module can tell from the empty string
@@ -46,32 +46,77 @@ COLUMNS: list[tuple[str, pa.DataType, list[Any]]] = [
     ("u16", pa.uint16(), [0, 65535, None, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
     ("u32", pa.uint32(), [0, 2**32 - 1, None, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
     ("u64", pa.uint64(), [0, 2**64 - 1, None, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
-    ("f32", pa.float32(), [0.1, -0.0, NAN, INF, -INF, None, 3.0, 1e-45, 3.4028234663852886e38, 1.5,
-                           16777216.0, 2.5]),
-    ("f64", pa.float64(), [0.1, -0.0, NAN, INF, -INF, None, 3.0, 5e-324, 1.7976931348623157e308, 1e16,
-                           123456789.125, 1 / 3]),
-    ("dec", pa.decimal128(38, 10), [Decimal("0.0000000001"), Decimal("-1234567890123456789012345678.0123456789"),
-                                    None, Decimal("1.5000000000"), Decimal(0), *[Decimal("2.25")] * 7]),
+    ("f32", pa.float32(), [0.1, -0.0, NAN, INF, -INF, None, 3.0, 1e-45, 3.4028234663852886e38, 1.5, 16777216.0, 2.5]),
+    (
+        "f64",
+        pa.float64(),
+        [0.1, -0.0, NAN, INF, -INF, None, 3.0, 5e-324, 1.7976931348623157e308, 1e16, 123456789.125, 1 / 3],
+    ),
+    (
+        "dec",
+        pa.decimal128(38, 10),
+        [
+            Decimal("0.0000000001"),
+            Decimal("-1234567890123456789012345678.0123456789"),
+            None,
+            Decimal("1.5000000000"),
+            Decimal(0),
+            *[Decimal("2.25")] * 7,
+        ],
+    ),
     ("dec0", pa.decimal128(5, 0), [Decimal(12345), Decimal(-1), None, *[Decimal(7)] * 9]),
-    ("text", pa.string(), ["plain", "a,b;c\td|e", 'say "hi"', "two\nlines", "crlf\r\nend", "<tag> & ]]> 'q'",
-                           "Zoé ñ 東京 🙂", "", None, "back\\slash /", "  spaces  ", "\u2028sep\u2029"]),
-    ("large_text", pa.large_string(), ["x", None, "", "y\"", "z<", *["ok"] * 7]),
-    ("enum", pa.dictionary(pa.int32(), pa.string()), ["red", "green", None, "red", "a\"b", *["blue"] * 7]),
-    ("day", pa.date32(), [dt.date(1970, 1, 1), dt.date(2024, 2, 29), None, dt.date(1, 1, 1),
-                          dt.date(9999, 12, 31), *[dt.date(2000, 1, 1)] * 7]),
+    (
+        "text",
+        pa.string(),
+        [
+            "plain",
+            "a,b;c\td|e",
+            'say "hi"',
+            "two\nlines",
+            "crlf\r\nend",
+            "<tag> & ]]> 'q'",
+            "Zoé ñ 東京 🙂",
+            "",
+            None,
+            "back\\slash /",
+            "  spaces  ",
+            "\u2028sep\u2029",
+        ],
+    ),
+    ("large_text", pa.large_string(), ["x", None, "", 'y"', "z<", *["ok"] * 7]),
+    ("enum", pa.dictionary(pa.int32(), pa.string()), ["red", "green", None, "red", 'a"b', *["blue"] * 7]),
+    (
+        "day",
+        pa.date32(),
+        [
+            dt.date(1970, 1, 1),
+            dt.date(2024, 2, 29),
+            None,
+            dt.date(1, 1, 1),
+            dt.date(9999, 12, 31),
+            *[dt.date(2000, 1, 1)] * 7,
+        ],
+    ),
     ("ts_utc", pa.timestamp("us", "UTC"), [T0 * US, T0 * US + 1, None, -1, 0, *[T0 * US + 250_000] * 7]),
     ("ts_naive", pa.timestamp("ms"), [T0 * 1000, None, -1001, 0, 253402300799_999, *[T0 * 1000 + 5] * 7]),
     ("ts_paris", pa.timestamp("s", "Europe/Paris"), [T0, None, 0, -62135596800, *[T0 + 1] * 8]),
     ("ts_ns", pa.timestamp("ns", "UTC"), [T0 * 10**9 + 123456789, None, -1, *[T0 * 10**9] * 9]),
     ("clock", pa.time64("us"), [dt.time(0, 0), dt.time(23, 59, 59, 999999), None, *[dt.time(12, 30, 1, 5)] * 9]),
     ("flag", pa.bool_(), [True, False, None, *[True, False, True] * 3]),
-    ("blob", pa.binary(), [b"\x00\xff\x10", b"", None, b"abc", b"\n\"<", *[b"\x01"] * 7]),
+    ("blob", pa.binary(), [b"\x00\xff\x10", b"", None, b"abc", b'\n"<', *[b"\x01"] * 7]),
     ("ints", pa.list_(pa.int64()), [[1, None, 3], [], None, [2**62], *[[4, 5]] * 8]),
     ("words", pa.list_(pa.string()), [["a", 'b,"c"'], [None], [], None, ["<&>"], *[["x"]] * 7]),
-    ("thing", pa.struct([("a", pa.int32()), ("b", pa.string()), ("c", pa.list_(pa.float64())), ("d", pa.date32())]),
-     [{"a": 1, "b": "x\ny", "c": [1.5, None], "d": dt.date(2020, 1, 2)}, None,
-      {"a": None, "b": None, "c": None, "d": None}, {"a": -1, "b": "", "c": [], "d": dt.date(1999, 9, 9)},
-      *[{"a": 2, "b": "q", "c": [0.25], "d": dt.date(2001, 1, 1)}] * 8]),
+    (
+        "thing",
+        pa.struct([("a", pa.int32()), ("b", pa.string()), ("c", pa.list_(pa.float64())), ("d", pa.date32())]),
+        [
+            {"a": 1, "b": "x\ny", "c": [1.5, None], "d": dt.date(2020, 1, 2)},
+            None,
+            {"a": None, "b": None, "c": None, "d": None},
+            {"a": -1, "b": "", "c": [], "d": dt.date(1999, 9, 9)},
+            *[{"a": 2, "b": "q", "c": [0.25], "d": dt.date(2001, 1, 1)}] * 8,
+        ],
+    ),
     ("tags", pa.map_(pa.string(), pa.int64()), [[("k", 1), ("k 2", None)], [], None, *[[("z", 3)]] * 9]),
     ("last name", pa.string(), ["Dupont", None, "", "O'Brien", *["Li"] * 8]),
 ]
@@ -89,8 +134,11 @@ def _array(kind: pa.DataType, values: list[Any]) -> pa.Array:
 
 TABLE = pa.Table.from_arrays([_array(kind, values) for _, kind, values in COLUMNS], schema=SCHEMA)
 # Several batches, one of them empty, so batch boundaries (JSON commas, CSV headers) are exercised.
-BATCHES = [*TABLE.slice(0, 5).to_batches(), TABLE.to_batches()[0].slice(5, 0),
-           *TABLE.slice(5).to_batches(max_chunksize=4)]
+BATCHES = [
+    *TABLE.slice(0, 5).to_batches(),
+    TABLE.to_batches()[0].slice(5, 0),
+    *TABLE.slice(5).to_batches(max_chunksize=4),
+]
 
 
 # -- canonical values ---------------------------------------------------------------------------
@@ -269,8 +317,12 @@ def read_parquet(data: bytes, schema: pa.Schema) -> list[dict]:
     table = pq.read_table(io.BytesIO(data))
     # Types are kept (decimals, zones, dictionaries, nesting), except that Parquet has no seconds
     # unit: those timestamps come back as milliseconds.
-    stored = pa.schema([f.with_type(pa.timestamp("ms", f.type.tz)) if pa.types.is_timestamp(f.type)
-                        and f.type.unit == "s" else f for f in schema])
+    stored = pa.schema(
+        [
+            f.with_type(pa.timestamp("ms", f.type.tz)) if pa.types.is_timestamp(f.type) and f.type.unit == "s" else f
+            for f in schema
+        ]
+    )
     assert table.schema.remove_metadata() == stored
     columns = {}
     for field, column in zip(schema, table.columns, strict=True):
@@ -283,13 +335,18 @@ def read_parquet(data: bytes, schema: pa.Schema) -> list[dict]:
 
 
 READERS: dict[str, Callable[[bytes, pa.Schema], list[dict]]] = {
-    "csv": read_csv, "json": read_json, "ndjson": read_ndjson, "xml": read_xml, "parquet": read_parquet,
+    "csv": read_csv,
+    "json": read_json,
+    "ndjson": read_ndjson,
+    "xml": read_xml,
+    "parquet": read_parquet,
 }
 JSON_FAMILY = {"json", "ndjson"}
 
 
-def encode(writer_class: type[Writer], batches: Iterable[pa.RecordBatch], schema: pa.Schema = SCHEMA,
-           **options: Any) -> bytes:
+def encode(
+    writer_class: type[Writer], batches: Iterable[pa.RecordBatch], schema: pa.Schema = SCHEMA, **options: Any
+) -> bytes:
     writer = writer_class(schema, {**OPTIONS.get(writer_class.spec.name, {}), **options})
     out = writer.begin()
     for batch in batches:
@@ -325,8 +382,12 @@ def test_every_type_round_trips_exactly(writer_class: type[Writer]) -> None:
 def test_empty_file_has_its_shape(writer_class: type[Writer]) -> None:
     data = encode(writer_class, [])
     assert READERS[writer_class.spec.name](data, SCHEMA) == []
-    expected = {"csv": ",".join(f'"{n}"' for n in SCHEMA.names).encode() + b"\n", "json": b"[]\n", "ndjson": b"",
-                "xml": b'<?xml version="1.0" encoding="UTF-8"?>\n<rows>\n</rows>\n'}
+    expected = {
+        "csv": ",".join(f'"{n}"' for n in SCHEMA.names).encode() + b"\n",
+        "json": b"[]\n",
+        "ndjson": b"",
+        "xml": b'<?xml version="1.0" encoding="UTF-8"?>\n<rows>\n</rows>\n',
+    }
     if writer_class.spec.name in expected:
         assert data == expected[writer_class.spec.name]
 
@@ -378,9 +439,12 @@ def test_csv_value_text() -> None:
     schema, batches = one_batch(
         ts=pa.array([T0 * US + 250_000, None], pa.int64()).cast(pa.timestamp("us", "UTC")),
         naive=pa.array([T0, None], pa.int64()).cast(pa.timestamp("s")),
-        blob=pa.array([b"\x00\xff", b""]), nested=pa.array([[1, None], []]),
-        obj=pa.array([{"a": 1.0, "b": 'q"'}, None]), f=pa.array([NAN, -INF]),
-        d=pa.array([Decimal("1.50"), None], pa.decimal128(5, 2)), s=pa.array(["", None]),
+        blob=pa.array([b"\x00\xff", b""]),
+        nested=pa.array([[1, None], []]),
+        obj=pa.array([{"a": 1.0, "b": 'q"'}, None]),
+        f=pa.array([NAN, -INF]),
+        d=pa.array([Decimal("1.50"), None], pa.decimal128(5, 2)),
+        s=pa.array(["", None]),
     )
     assert encode(WRITERS["csv"], batches, schema, null_value="").decode() == (
         '"ts","naive","blob","nested","obj","f","d","s"\n'
@@ -406,27 +470,38 @@ def test_csv_null_value() -> None:
     assert encode(WRITERS["csv"], batches, schema, null_value="") == b'"s","n"\n"NULL",\n,1\n"",2\n'
 
 
-@pytest.mark.parametrize(("options", "problems"), [
-    ({"delimiter": ";;"}, [("delimiter", "must be a single character, got `;;`")]),
-    ({"delimiter": "§"}, [("delimiter", "must be an ASCII character (tab included), got `§`")]),
-    ({"delimiter": '"'}, [("delimiter", "cannot be `'\"'`: it is part of CSV quoting or line ends")]),
-    ({"null_value": "a;b", "delimiter": ";"}, [("null_value", "`a;b` contains the delimiter `;`")]),
-    ({"header": "yes", "line_ending": "cr"}, [("header", "must be true or false, got `yes`"),
-                                               ("line_ending", "must be `lf` (\\n) or `crlf` (\\r\\n)")]),
-    ({"quote": "'"}, [("quote", "unknown option `quote`; csv options are: bom, delimiter, header, line_ending, "
-                                "null_value")]),
-])
+@pytest.mark.parametrize(
+    ("options", "problems"),
+    [
+        ({"delimiter": ";;"}, [("delimiter", "must be a single character, got `;;`")]),
+        ({"delimiter": "§"}, [("delimiter", "must be an ASCII character (tab included), got `§`")]),
+        ({"delimiter": '"'}, [("delimiter", "cannot be `'\"'`: it is part of CSV quoting or line ends")]),
+        ({"null_value": "a;b", "delimiter": ";"}, [("null_value", "`a;b` contains the delimiter `;`")]),
+        (
+            {"header": "yes", "line_ending": "cr"},
+            [("header", "must be true or false, got `yes`"), ("line_ending", "must be `lf` (\\n) or `crlf` (\\r\\n)")],
+        ),
+        (
+            {"quote": "'"},
+            [("quote", "unknown option `quote`; csv options are: bom, delimiter, header, line_ending, null_value")],
+        ),
+    ],
+)
 def test_csv_option_problems(options: dict[str, Any], problems: list[tuple[str, str]]) -> None:
     assert WRITERS["csv"].option_problems(options) == problems
 
 
 # -- JSON and NDJSON ----------------------------------------------------------------------------
 SMALL = dict(
-    n=pa.array([1, None], pa.int64()), f=pa.array([1.0, NAN]), d=pa.array([Decimal("0.10"), None], pa.decimal128(9, 2)),
-    s=pa.array(['é"\\\x01\n/', None]), day=pa.array([dt.date(2024, 1, 31), None]),
+    n=pa.array([1, None], pa.int64()),
+    f=pa.array([1.0, NAN]),
+    d=pa.array([Decimal("0.10"), None], pa.decimal128(9, 2)),
+    s=pa.array(['é"\\\x01\n/', None]),
+    day=pa.array([dt.date(2024, 1, 31), None]),
     ts=pa.array([T0 * US, None], pa.int64()).cast(pa.timestamp("us", "UTC")),
     naive=pa.array([T0 * 1000, None], pa.int64()).cast(pa.timestamp("ms")),
-    b=pa.array([True, None]), l=pa.array([[{"x": 1}], None]),
+    b=pa.array([True, None]),
+    l=pa.array([[{"x": 1}], None]),
     m=pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64())),
 )
 OBJECTS = [
@@ -450,7 +525,8 @@ def test_rare_types_as_json() -> None:
         dur=pa.array([dt.timedelta(seconds=90, microseconds=500000), dt.timedelta(seconds=-1)]),
         span=pa.array([pa.MonthDayNano([1, 2, 3_500_000_000]), None], pa.month_day_nano_interval()),
         uid=pa.array([(1).to_bytes(16, "big"), None], pa.uuid()),
-        pair=pa.array([[1, 2], None], pa.list_(pa.int8(), 2)), half=pa.array([1.5, NAN], pa.float16()),
+        pair=pa.array([[1, 2], None], pa.list_(pa.int8(), 2)),
+        half=pa.array([1.5, NAN], pa.float16()),
     )
     assert encode(WRITERS["ndjson"], batches, schema).decode().splitlines() == [
         '{"dur":"PT90.500000S","span":"P1M2DT3.500000000S","uid":"00000000-0000-0000-0000-000000000001",'
@@ -466,10 +542,16 @@ def test_ndjson_exact_text() -> None:
 
 # -- XML ----------------------------------------------------------------------------------------
 def test_xml_exact_text_and_options() -> None:
-    schema, batches = one_batch(**{
-        "last name": pa.array(["<a & b>", None]), "x": pa.array([1.5, NAN]), "y": pa.array([INF, -INF]),
-        "s": pa.array(["\r\n\t ", ""]), "l": pa.array([["a", None], []]), "o": pa.array([{"k": None, "v": 1}, None]),
-    })
+    schema, batches = one_batch(
+        **{
+            "last name": pa.array(["<a & b>", None]),
+            "x": pa.array([1.5, NAN]),
+            "y": pa.array([INF, -INF]),
+            "s": pa.array(["\r\n\t ", ""]),
+            "l": pa.array([["a", None], []]),
+            "o": pa.array([{"k": None, "v": 1}, None]),
+        }
+    )
     data = encode(WRITERS["xml"], batches, schema, root="customers", row="customer")
     assert data.decode() == (
         '<?xml version="1.0" encoding="UTF-8"?>\n<customers>\n'
@@ -481,10 +563,19 @@ def test_xml_exact_text_and_options() -> None:
     assert tree[0].find("s").text == "\r\n\t "
 
 
-@pytest.mark.parametrize(("name", "element"), [
-    ("last name", "last_name"), ("2nd", "_2nd"), ("a:b", "a_b"), ("ok-name.x", "ok-name.x"), ("é", "é"),
-    ("", "_"), ("-x", "_-x"), ("a/b(c)", "a_b_c_"),
-])
+@pytest.mark.parametrize(
+    ("name", "element"),
+    [
+        ("last name", "last_name"),
+        ("2nd", "_2nd"),
+        ("a:b", "a_b"),
+        ("ok-name.x", "ok-name.x"),
+        ("é", "é"),
+        ("", "_"),
+        ("-x", "_-x"),
+        ("a/b(c)", "a_b_c_"),
+    ],
+)
 def test_xml_names_are_made_valid(name: str, element: str) -> None:
     schema, batches = one_batch(**{name: pa.array([1, 2])})
     root = etree.fromstring(encode(WRITERS["xml"], batches, schema))
@@ -555,9 +646,11 @@ def test_parquet_uses_dictionaries_where_values_repeat() -> None:
 
 def test_parquet_reports_columns_it_cannot_store() -> None:
     schema = pa.schema([("ok", pa.int64()), ("span", pa.month_day_nano_interval())])
-    problem = ("column `span` has type `month_day_nano_interval`, which Parquet cannot store (Unhandled type "
-               "for Arrow to Parquet schema conversion: month_day_nano_interval); cast it in the model's query, "
-               "e.g. to text")
+    problem = (
+        "column `span` has type `month_day_nano_interval`, which Parquet cannot store (Unhandled type "
+        "for Arrow to Parquet schema conversion: month_day_nano_interval); cast it in the model's query, "
+        "e.g. to text"
+    )
     assert WRITERS["parquet"].prepare_schema(schema, {}) == [problem]
     with pytest.raises(FormatError) as caught:
         encode(WRITERS["parquet"], [], schema)

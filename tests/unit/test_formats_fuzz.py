@@ -38,14 +38,14 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from core.errors import FormatError
-from core.formats import WRITERS
-from core.textcheck import TextGuard
+from core.read.textcheck import TextGuard
+from core.write.formats import WRITERS
 from tests.helpers import examples
 
 EXAMPLES = int(os.environ.get("FILECAST_FUZZ_EXAMPLES") or examples(40))
 CSV_NULL = "\\N"
 SCALE = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
-YEAR_1 = -62_135_596_800   # 0001-01-01T00:00:00Z in seconds
+YEAR_1 = -62_135_596_800  # 0001-01-01T00:00:00Z in seconds
 YEAR_9999 = 253_402_300_799  # 9999-12-31T23:59:59Z
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 DURATION = re.compile(r"-?PT[0-9]+(\.[0-9]+)?S")  # xs:duration with seconds only
@@ -54,12 +54,37 @@ DURATION = re.compile(r"-?PT[0-9]+(\.[0-9]+)?S")  # xs:duration with seconds onl
 
 TEXT = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=20),
-    st.sampled_from(["", " ", '"', '""', ",", "\n", "\r\n", "\r", "\x00", "a\x00b", "\x1f", "\u2028", "<&>]]>",
-                     "\ufeff", "\ufffe", "\U0001f642", "null", "NULL", "nan", "-0", "1E-10"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            '"',
+            '""',
+            ",",
+            "\n",
+            "\r\n",
+            "\r",
+            "\x00",
+            "a\x00b",
+            "\x1f",
+            "\u2028",
+            "<&>]]>",
+            "\ufeff",
+            "\ufffe",
+            "\U0001f642",
+            "null",
+            "NULL",
+            "nan",
+            "-0",
+            "1E-10",
+        ]
+    ),
     st.just("x" * 70_000),
 ).filter(lambda text: text != CSV_NULL)
-RAW_BYTES = st.one_of(TEXT.map(lambda t: t.encode()),
-                      st.sampled_from([b"a\xffb", b"\xed\xa0\x80", b"\xc3", b"\x80", b"ok\xf5", b"\xf0\x9f\x99"]))
+RAW_BYTES = st.one_of(
+    TEXT.map(lambda t: t.encode()),
+    st.sampled_from([b"a\xffb", b"\xed\xa0\x80", b"\xc3", b"\x80", b"ok\xf5", b"\xf0\x9f\x99"]),
+)
 
 
 @st.composite
@@ -82,21 +107,29 @@ def timestamp_strategy(unit: str) -> st.SearchStrategy[int]:
     return st.one_of(st.integers(low, high), st.sampled_from([low, high, 0, -1, 1]))
 
 
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                   st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324, 1e16, 1e-7]))
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324, 1e16, 1e-7]),
+)
 
 SCALARS: dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]] = {
-    "int8": (pa.int8(), st.integers(-128, 127)), "int64": (pa.int64(), st.integers(-(2**63), 2**63 - 1)),
-    "uint64": (pa.uint64(), st.integers(0, 2**64 - 1)), "uint16": (pa.uint16(), st.integers(0, 65535)),
+    "int8": (pa.int8(), st.integers(-128, 127)),
+    "int64": (pa.int64(), st.integers(-(2**63), 2**63 - 1)),
+    "uint64": (pa.uint64(), st.integers(0, 2**64 - 1)),
+    "uint16": (pa.uint16(), st.integers(0, 65535)),
     "float64": (pa.float64(), FLOATS),
     "float32": (pa.float32(), st.one_of(st.floats(width=32), st.sampled_from([float("nan"), -0.0, float("inf")]))),
-    "string": (pa.string(), TEXT), "large_string": (pa.large_string(), TEXT),
-    "bool": (pa.bool_(), st.booleans()), "date32": (pa.date32(), st.dates()),
-    "binary": (pa.binary(), st.binary(max_size=20)), "time64": (pa.time64("us"), st.times()),
+    "string": (pa.string(), TEXT),
+    "large_string": (pa.large_string(), TEXT),
+    "bool": (pa.bool_(), st.booleans()),
+    "date32": (pa.date32(), st.dates()),
+    "binary": (pa.binary(), st.binary(max_size=20)),
+    "time64": (pa.time64("us"), st.times()),
     "list": (pa.list_(pa.int64()), st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=4)),
-    "struct": (pa.struct([("a", pa.int64()), ("b", pa.string())]),
-               st.fixed_dictionaries({"a": st.one_of(st.none(), st.integers(-5, 5)),
-                                      "b": st.one_of(st.none(), TEXT)})),
+    "struct": (
+        pa.struct([("a", pa.int64()), ("b", pa.string())]),
+        st.fixed_dictionaries({"a": st.one_of(st.none(), st.integers(-5, 5)), "b": st.one_of(st.none(), TEXT)}),
+    ),
 }
 
 
@@ -147,6 +180,7 @@ def build(columns: list[tuple[pa.DataType, list[Any], Any]]) -> pa.Table:
 
 # -- expected values (canonical: what every reader must give back) -----------------------------
 
+
 def plain_decimal(value: Decimal, kind: pa.Decimal128Type) -> str:
     with decimal.localcontext(prec=80):
         return f"{value.quantize(Decimal((0, (1,), -kind.scale))):f}"
@@ -187,6 +221,7 @@ def canon(value: Any, kind: pa.DataType, fmt: str) -> Any:
 
 
 # -- readers (independent of Filecast) ---------------------------------------------------------
+
 
 def parse_timestamp(text: str, kind: pa.TimestampType) -> int:
     zoned = text.endswith("Z")
@@ -294,8 +329,10 @@ def read_back(fmt: str, data: bytes, schema: pa.Schema) -> list[list[Any]]:
         return out
     if fmt == "xml":
         root = etree.fromstring(data)
-        return [[from_xml(element.find(name), field.type) for name, field in zip(schema.names, schema, strict=True)]
-                for element in root]
+        return [
+            [from_xml(element.find(name), field.type) for name, field in zip(schema.names, schema, strict=True)]
+            for element in root
+        ]
     return [[from_json(obj[f.name], f.type, fmt) for f in schema] for obj in json_objects(text, fmt)]
 
 
@@ -317,10 +354,9 @@ def duckdb_rows(fmt: str, data: bytes) -> int:
         path.write_bytes(data)
         reader = {
             "csv": f"read_csv('{path}', header=true, delim=',', quote='\"', escape='\"', all_varchar=true, "
-                   "strict_mode=true, nullstr='\\N')",
+            "strict_mode=true, nullstr='\\N')",
             "json": f"read_json('{path}', format='array', records=false, maximum_object_size=100000000)",
-            "ndjson": f"read_json('{path}', format='newline_delimited', records=false, "
-                      "maximum_object_size=100000000)",
+            "ndjson": f"read_json('{path}', format='newline_delimited', records=false, maximum_object_size=100000000)",
             "parquet": f"read_parquet('{path}')",
         }[fmt]
         with duckdb.connect() as con:
@@ -329,15 +365,22 @@ def duckdb_rows(fmt: str, data: bytes) -> int:
 
 # -- the property ------------------------------------------------------------------------------
 
+
 def check(fmt: str, drawn: dict[str, Any]) -> None:
     table = build(drawn["columns"])
     schema = table.schema
     guard = TextGuard("fuzz", replace=drawn["replace"], key_columns=(), warn=lambda code, message: None)
-    invalid = [f"c{i}" for i, (_, _, raw) in enumerate(drawn["columns"]) if raw is not None
-               and any(b is not None and b.decode("utf-8", "replace").encode() != b for b in raw)]
+    invalid = [
+        f"c{i}"
+        for i, (_, _, raw) in enumerate(drawn["columns"])
+        if raw is not None and any(b is not None and b.decode("utf-8", "replace").encode() != b for b in raw)
+    ]
     bounds = [0, *drawn["cuts"], drawn["rows"]]
-    batches = [table.slice(a, b - a).combine_chunks().to_batches() or [pa.record_batch(
-        [pa.array([], f.type) for f in schema], schema=schema)] for a, b in itertools.pairwise(bounds)]
+    batches = [
+        table.slice(a, b - a).combine_chunks().to_batches()
+        or [pa.record_batch([pa.array([], f.type) for f in schema], schema=schema)]
+        for a, b in itertools.pairwise(bounds)
+    ]
     flat = [b for group in batches for b in group]
     if fmt == "parquet":
         assert WRITERS[fmt].prepare_schema(schema, {}) == []
@@ -356,8 +399,9 @@ def check(fmt: str, drawn: dict[str, Any]) -> None:
         assert duckdb_rows(fmt, data) == drawn["rows"]
 
 
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                             HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))

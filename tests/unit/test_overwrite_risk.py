@@ -6,11 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.naming import overwrite_risk
+from core.write.naming import overwrite_risk
 
 
-def activation(mode: str, run_type: str, file_name: str = "people_{YYYY}{MM}{DD}",
-               schedule: str | None = "0 * * * *") -> SimpleNamespace:
+def activation(
+    mode: str, run_type: str, file_name: str = "people_{YYYY}{MM}{DD}", schedule: str | None = "0 * * * *"
+) -> SimpleNamespace:
     return SimpleNamespace(file_name=file_name, folder="out", schedule=schedule, sync_mode=mode, run_type=run_type)
 
 
@@ -19,14 +20,16 @@ def test_a_delta_file_overwritten_by_the_next_run_is_a_risk(mode: str) -> None:
     assert overwrite_risk(activation(mode, "full_then_delta")) == (
         "`people_{YYYY}{MM}{DD}` names the same file for two runs of schedule `0 * * * *`, so each run overwrites "
         f"the previous run's file, and with `{mode}` the changes it holds are lost if the partner has not "
-        "collected it yet; add a time placeholder as fine as the schedule (e.g. {HH}{mm}) or {run_id}")
+        "collected it yet; add a time placeholder as fine as the schedule (e.g. {HH}{mm}) or {run_id}"
+    )
 
 
 @pytest.mark.parametrize(("mode", "run_type"), [("snapshot", "full_only"), ("upsert", "full_only")])
 def test_a_full_file_overwritten_is_still_reported(mode: str, run_type: str) -> None:
     assert overwrite_risk(activation(mode, run_type)) == (
         "`people_{YYYY}{MM}{DD}` names the same file for two runs of schedule `0 * * * *`, so each run overwrites "
-        "the previous file; add a finer time placeholder (e.g. {HH}) if that is not meant")
+        "the previous file; add a finer time placeholder (e.g. {HH}) if that is not meant"
+    )
 
 
 @pytest.mark.parametrize("name", ["people_{YYYY}{MM}{DD}{HH}", "people_{run_id}", "people_{x}"])

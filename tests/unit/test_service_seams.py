@@ -1,6 +1,6 @@
-"""The service and the API over the memory control plane (`core.stores_memory`): no Azurite, a manual clock.
+"""The service and the API over the memory control plane (`core.control.stores_memory`): no Azurite, a manual clock.
 
-The real stores of `core.stores` run over the in-memory Table service, so their lease, claim and
+The real stores of `core.control.stores` run over the in-memory Table service, so their lease, claim and
 history logic is what is tested; faults are Azure SDK errors injected under them.
 """
 
@@ -17,17 +17,18 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-import core.engine
-from core import api, service
-from core.catalog import Catalog
+import core.run.engine
+from core.catalog.model import Catalog
 from core.clock import ManualClock
+from core.control import api, service
+from core.control.service import Services
+from core.control.stores_memory import MemoryQueue, MemoryTableService, memory_services
 from core.destinations.memory import MemoryDestination
 from core.errors import RunInProgress, StateError
-from core.records import RunRecord
-from core.service import Services
+from core.run.engine import RunResult
+from core.run.records import RunRecord
 from core.settings import Settings
 from core.state.memory import MemoryStateStore
-from core.stores_memory import MemoryQueue, MemoryTableService, memory_services
 
 from .control_helpers import BrokenState, catalog_doc, people_db
 
@@ -55,13 +56,19 @@ class Control:
         return self.services.queue
 
     def run(self, **kwargs: Any) -> RunRecord:
-        result = asyncio.run(service.run_activation(self.services.settings, self.catalog, "sync",
-                                                    services=self.services, alert=False, **kwargs))
+        result = asyncio.run(
+            service.run_activation(
+                self.services.settings, self.catalog, "sync", services=self.services, alert=False, **kwargs
+            )
+        )
         return result.record
 
-    def deliver(self, body: str, dequeue_count: int = 1) -> service.RunResult | None:
-        return asyncio.run(service.handle_run_message(self.services.settings, body, dequeue_count=dequeue_count,
-                                                      services=self.services))
+    def deliver(self, body: str, dequeue_count: int = 1) -> RunResult | None:
+        return asyncio.run(
+            service.handle_run_message(
+                self.services.settings, body, dequeue_count=dequeue_count, services=self.services
+            )
+        )
 
     def enqueue(self, run_id: str = "sync-1") -> str:
         service.enqueue_run(self.services, "sync", logical_time=self.clock.now(), trigger="manual", run_id=run_id)
@@ -85,14 +92,18 @@ def test_a_run_holds_the_lease_and_keeps_its_record_in_the_history(tmp_path: Pat
     assert [int(r["id"]) for r in rows_of(control.out.files["people.csv"])] == list(range(10))
 
 
-@pytest.mark.parametrize(("rows", "threshold", "warned"), [
-    (4, None, "4 rows read, 60% fewer than the 10 of the last successful run (threshold 50%)"),
-    (6, None, None),
-    (6, 30, "6 rows read, 40% fewer than the 10 of the last successful run (threshold 30%)"),
-    (10, 30, None),
-])
-def test_row_drop_compares_with_the_last_successful_run(tmp_path: Path, rows: int, threshold: int | None,
-                                                        warned: str | None) -> None:
+@pytest.mark.parametrize(
+    ("rows", "threshold", "warned"),
+    [
+        (4, None, "4 rows read, 60% fewer than the 10 of the last successful run (threshold 50%)"),
+        (6, None, None),
+        (6, 30, "6 rows read, 40% fewer than the 10 of the last successful run (threshold 30%)"),
+        (10, 30, None),
+    ],
+)
+def test_row_drop_compares_with_the_last_successful_run(
+    tmp_path: Path, rows: int, threshold: int | None, warned: str | None
+) -> None:
     extra: dict[str, Any] = {"warnings": {"row_drop_percent": threshold}} if threshold else {}
     control = Control(tmp_path, **extra)
     assert control.run().warnings == []
@@ -111,9 +122,13 @@ def test_row_drop_in_fail_on_fails_the_run_and_publishes_nothing(tmp_path: Path)
     people_db(control.db, 2, name="q")
     second = control.run()
     assert second.status == "failed"
-    assert second.error == {"code": "failed_on_warning", "message": (
-        "warning `row_drop` fails this activation (fail_on): 2 rows read, 80% fewer than the 10 of the last "
-        "successful run (threshold 50%); nothing was published")}
+    assert second.error == {
+        "code": "failed_on_warning",
+        "message": (
+            "warning `row_drop` fails this activation (fail_on): 2 rows read, 80% fewer than the 10 of the last "
+            "successful run (threshold 50%); nothing was published"
+        ),
+    }
     assert len(rows_of(control.out.files["people.csv"])) == 10  # still the first run's file
     # A failed run is not the baseline: the next comparison is still against the 10 rows of the first.
     control.clock.advance(timedelta(hours=1))
@@ -122,16 +137,16 @@ def test_row_drop_in_fail_on_fails_the_run_and_publishes_nothing(tmp_path: Path)
     assert [r.run_id for r in control.services.runs.history("sync")] == [third.run_id, second.run_id, first.run_id]
 
 
-
-def test_a_transient_state_error_leaves_the_run_queued_for_the_host_to_retry(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core.engine, "BACKOFF", 0.0)
+def test_a_transient_state_error_leaves_the_run_queued_for_the_host_to_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core.run.engine, "BACKOFF", 0.0)
     state = BrokenState(transient=True)
     control = Control(tmp_path, state=state, run_type="full_then_delta", sync_mode="upsert")
     body = control.enqueue()
     result = control.deliver(body, dequeue_count=1)
     assert result is not None and result.transient  # the queue trigger raises it: the host delivers again
-    assert state.calls == ["load"] * (core.engine.RETRIES + 1)
+    assert state.calls == ["load"] * (core.run.engine.RETRIES + 1)
     stored = control.services.runs.get("sync-1")
     assert stored.status == "queued"
     assert stored.error == {"code": "state_error", "message": "the state store is unreachable"}
@@ -140,8 +155,10 @@ def test_a_transient_state_error_leaves_the_run_queued_for_the_host_to_retry(tmp
     last = control.deliver(body, dequeue_count=service.MAX_DEQUEUE)
     assert last is not None and control.services.runs.get("sync-1").status == "failed"
     poisoned = service.mark_poisoned(control.services.settings, body, services=control.services)
-    assert poisoned.status == "failed" and poisoned.error == {"code": "state_error",
-                                                              "message": "the state store is unreachable"}
+    assert poisoned.status == "failed" and poisoned.error == {
+        "code": "state_error",
+        "message": "the state store is unreachable",
+    }
 
 
 def test_a_terminal_state_error_fails_the_run_and_completes_the_message(tmp_path: Path) -> None:
@@ -163,8 +180,9 @@ def busy(status: int = 503) -> HttpResponseError:
 
 
 @pytest.mark.parametrize("fault", [busy(), ServiceRequestError("connection refused")], ids=["503", "network"])
-def test_a_table_storage_outage_is_transient_for_the_queue_trigger_and_the_api(tmp_path: Path,
-                                                                             fault: Exception) -> None:
+def test_a_table_storage_outage_is_transient_for_the_queue_trigger_and_the_api(
+    tmp_path: Path, fault: Exception
+) -> None:
     control = Control(tmp_path)
     body = control.enqueue()
     control.table_service.fail(fault, table="runs", operation="get_entity")
@@ -174,8 +192,7 @@ def test_a_table_storage_outage_is_transient_for_the_queue_trigger_and_the_api(t
     assert raised.value.message.startswith("Table Storage failed to read run `sync-1`: ")
     assert control.out.files == {}
     control.table_service.fail(fault, table="runs", operation="get_entity")
-    status, answer = api.handle(control.services.settings, "get_run", {"run_id": "sync-1"},
-                                services=control.services)
+    status, answer = api.handle(control.services.settings, "get_run", {"run_id": "sync-1"}, services=control.services)
     assert status == 503 and answer["error"]["code"] == "state_error"
     assert control.deliver(body) is not None  # the outage over, the redelivered message runs
     assert control.services.runs.get("sync-1").status == "succeeded"
@@ -199,12 +216,17 @@ def test_a_second_run_waits_for_the_lease_until_it_expires(tmp_path: Path) -> No
     body = control.enqueue()
     with pytest.raises(RunInProgress) as raised:
         control.deliver(body)
-    assert raised.value.message == ("activation `sync` is already running (run `other-run`); this run waits until "
-                                    "it ends")
+    assert raised.value.message == (
+        "activation `sync` is already running (run `other-run`); this run waits until it ends"
+    )
     busy_run = control.run(busy_fails=True)
-    assert busy_run.status == "failed" and busy_run.error == {"code": "run_in_progress", "message": (
-        "activation `sync` is already running (run `other-run`), and two runs of one activation never overlap: "
-        "this run published nothing; try again when it ends")}
+    assert busy_run.status == "failed" and busy_run.error == {
+        "code": "run_in_progress",
+        "message": (
+            "activation `sync` is already running (run `other-run`), and two runs of one activation never overlap: "
+            "this run published nothing; try again when it ends"
+        ),
+    }
     control.clock.advance(control.services.leases.TTL)  # never renewed: the lease expires
     assert control.services.leases.holder("sync") is None
     result = control.deliver(body)
@@ -222,8 +244,10 @@ def test_a_message_for_a_run_that_ended_is_dropped(tmp_path: Path) -> None:
 
 def test_the_scheduler_enqueues_each_occurrence_once_and_missed_ones_collapse(tmp_path: Path) -> None:
     control = Control(tmp_path, schedule="0 * * * *")
-    tick = lambda: service.schedule_tick(control.services.settings, control.clock.now(),  # noqa: E731
-                                         services=control.services)
+
+    def tick() -> list[str]:
+        return service.schedule_tick(control.services.settings, control.clock.now(), services=control.services)
+
     control.clock.set(T0 + timedelta(seconds=30))
     assert tick() == ["sync-20250401T100000Z"]
     control.clock.advance(timedelta(seconds=20))
@@ -232,15 +256,26 @@ def test_the_scheduler_enqueues_each_occurrence_once_and_missed_ones_collapse(tm
     assert tick() == ["sync-20250401T120000Z"]  # 11:00 was missed: it collapses into 12:00
     messages = control.queue.take()
     assert [json.loads(m) for m in messages] == [
-        {"activation": "sync", "logical_time": "2025-04-01T10:00:00.000Z", "run_id": "sync-20250401T100000Z",
-         "trigger": "schedule"},
-        {"activation": "sync", "logical_time": "2025-04-01T12:00:00.000Z", "run_id": "sync-20250401T120000Z",
-         "trigger": "schedule"}]
+        {
+            "activation": "sync",
+            "logical_time": "2025-04-01T10:00:00.000Z",
+            "run_id": "sync-20250401T100000Z",
+            "trigger": "schedule",
+        },
+        {
+            "activation": "sync",
+            "logical_time": "2025-04-01T12:00:00.000Z",
+            "run_id": "sync-20250401T120000Z",
+            "trigger": "schedule",
+        },
+    ]
     assert [r.status for r in control.services.runs.history("sync")] == ["queued", "queued"]
     for message in messages:
         control.deliver(message)
     assert [(r.run_id, r.status) for r in control.services.runs.history("sync")] == [
-        ("sync-20250401T120000Z", "succeeded"), ("sync-20250401T100000Z", "succeeded")]
+        ("sync-20250401T120000Z", "succeeded"),
+        ("sync-20250401T100000Z", "succeeded"),
+    ]
 
 
 def test_the_api_over_the_memory_control_plane(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from core.catalog import parse_catalog
+from core.catalog.parse import parse_catalog
 from core.destinations.sftp_errors import SftpContext
 from core.destinations.sftp_keys import fingerprint, known_hosts_line, pins, private_key
 from core.error_codes import ErrorCode
@@ -22,8 +22,9 @@ def doc(**destination: Any) -> dict[str, Any]:
         "sources": {"w": {"type": "duckdb", "database": "/tmp/x.duckdb"}},
         "models": {"m": {"source": "w", "table": "t"}},
         "destinations": {"partner": {"type": "sftp", **destination}},
-        "activations": {"a": {"model": "m", "destination": "partner", "format": "csv", "file_name": "f",
-                              "folder": "../outbox"}},
+        "activations": {
+            "a": {"model": "m", "destination": "partner", "format": "csv", "file_name": "f", "folder": "../outbox"}
+        },
     }
 
 
@@ -35,8 +36,15 @@ def problems(**destination: Any) -> list[str]:
 
 def test_a_valid_destination() -> None:
     line = known_hosts_line("sftp.example.com", 22, KEY)
-    catalog = parse_catalog(doc(host="sftp.example.com", username="u", private_key_setting="KEY",
-                                passphrase_setting="PASS", host_key=[FINGERPRINT, line]))
+    catalog = parse_catalog(
+        doc(
+            host="sftp.example.com",
+            username="u",
+            private_key_setting="KEY",
+            passphrase_setting="PASS",
+            host_key=[FINGERPRINT, line],
+        )
+    )
     partner = catalog.destinations["partner"]
     assert (partner.type, partner.port, partner.username, partner.password_setting) == ("sftp", 22, "u", None)
     assert (partner.private_key_setting, partner.passphrase_setting) == ("KEY", "PASS")
@@ -57,9 +65,17 @@ def test_every_problem_is_listed() -> None:
 
 
 def test_host_key_entries_are_checked() -> None:
-    found = problems(host="h", username="u", password_setting="P",
-                     host_key=["MD5:16:27:ac", "SHA256:tooshort", "ssh-ed25519 not-base64!", "16:27:ac:a5:76:28:2d:"
-                               "36:63:1b:56:4d:eb:df:a6:48"])
+    found = problems(
+        host="h",
+        username="u",
+        password_setting="P",
+        host_key=[
+            "MD5:16:27:ac",
+            "SHA256:tooshort",
+            "ssh-ed25519 not-base64!",
+            "16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48",
+        ],
+    )
     assert found == [
         "destinations.partner.host_key: `MD5:16:27:ac` is not a SHA256 fingerprint; `ssh-keygen -lf <key> -E "
         "sha256` prints one",

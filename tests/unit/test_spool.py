@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from lxml import etree
 
-from core.formats import ALL_WRITERS, Writer
-from core.formats.csv import CsvWriter
-from core.spool import FileInfo, Limits, Spool
+from core.write.formats import ALL_WRITERS, Writer
+from core.write.formats.csv import CsvWriter
+from core.write.spool import FileInfo, Limits, Spool
 
 
 class Recorder:
@@ -42,7 +42,8 @@ class Recorder:
     def files(self) -> list[tuple[str, bytes]]:
         return [(self.paths[i], bytes(self.content[i])) for i in sorted(self.paths)]
 
-TABLE = pa.table({"id": list(range(1000)), "name": [f"name {i}, with \"quotes\"" for i in range(1000)]})
+
+TABLE = pa.table({"id": list(range(1000)), "name": [f'name {i}, with "quotes"' for i in range(1000)]})
 
 
 def name(part: int | None) -> str:
@@ -52,8 +53,9 @@ def name(part: int | None) -> str:
 NO_LIMITS = Limits()
 
 
-def run(limits: Limits = NO_LIMITS, *, gz: bool = False, table: pa.Table = TABLE, batch: int = 128,
-        write_empty: bool = True) -> tuple[Recorder, list[FileInfo]]:
+def run(
+    limits: Limits = NO_LIMITS, *, gz: bool = False, table: pa.Table = TABLE, batch: int = 128, write_empty: bool = True
+) -> tuple[Recorder, list[FileInfo]]:
     sink = Recorder()
     spool = Spool(CsvWriter, table.schema, {}, name, sink, limits=limits, gzip=gz)
     for piece in table.to_batches(max_chunksize=batch):
@@ -82,7 +84,7 @@ def test_parts_stay_within_the_size_limit_and_concatenate_to_the_whole() -> None
         assert data.startswith(header)
         assert info.bytes == len(data) and info.path == path
         assert info.rows == data.count(b"\n") - 1
-        body += data[len(header):]
+        body += data[len(header) :]
     assert header + body == whole
     assert sum(i.rows for i in infos) == 1000
 
@@ -102,8 +104,15 @@ def test_a_row_larger_than_the_limit_goes_alone_with_a_warning() -> None:
     table = pa.table({"id": [1, 2, 3], "blob": ["x" * 10, "y" * 5000, "z" * 10]})
     warnings: list[str] = []
     sink = Recorder()
-    spool = Spool(CsvWriter, table.schema, {}, name, sink, limits=Limits(max_bytes=1_000),
-                  warn=lambda code, message: warnings.append(code))
+    spool = Spool(
+        CsvWriter,
+        table.schema,
+        {},
+        name,
+        sink,
+        limits=Limits(max_bytes=1_000),
+        warn=lambda code, message: warnings.append(code),
+    )
     spool.write(table.to_batches()[0])
     infos = spool.close()
     assert [i.rows for i in infos] == [1, 1, 1]
@@ -124,7 +133,7 @@ def test_gzip_parts_are_bounded_as_stored_and_decompress_to_the_whole() -> None:
     for (path, compressed), info in zip(files, infos, strict=True):
         raw = gzip.decompress(compressed)
         assert raw.startswith(header), path
-        body += raw[len(header):]
+        body += raw[len(header) :]
         assert len(compressed) <= 6_000 and info.bytes == len(compressed)
         assert info.md5 == hashlib.md5(compressed).hexdigest()
     assert header + body == whole
@@ -184,8 +193,13 @@ def read_rows(fmt: str, data: bytes) -> list[Any]:
 
 @pytest.mark.parametrize("writer", ALL_WRITERS, ids=lambda w: w.spec.name)
 def test_parts_for_every_format(writer: type[Writer]) -> None:
-    table = pa.table({"id": list(range(3000)), "name": [f"name {i} <&> \"q\"" for i in range(3000)],
-                      "score": [i / 7 for i in range(3000)]})
+    table = pa.table(
+        {
+            "id": list(range(3000)),
+            "name": [f'name {i} <&> "q"' for i in range(3000)],
+            "score": [i / 7 for i in range(3000)],
+        }
+    )
 
     def files(limits: Limits) -> list[tuple[str, bytes]]:
         sink = Recorder()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from azure.identity import DefaultAzureCredential
 
+from core.azure.clients import queue_service, state_store, table_service
 from core.errors import SettingError
 from core.settings import Settings
-from core.storage import queue_service, state_store, table_service
 
 
 def test_identity_based_settings_use_endpoints_and_a_credential() -> None:
@@ -26,8 +26,12 @@ def test_identity_based_settings_use_endpoints_and_a_credential() -> None:
 
 
 def test_explicit_service_uris_win() -> None:
-    settings = Settings({"AzureWebJobsStorage__accountName": "acct",
-                         "AzureWebJobsStorage__tableServiceUri": "https://tables.internal.example"})
+    settings = Settings(
+        {
+            "AzureWebJobsStorage__accountName": "acct",
+            "AzureWebJobsStorage__tableServiceUri": "https://tables.internal.example",
+        }
+    )
     assert table_service(settings).url.startswith("https://tables.internal.example")
 
 
@@ -37,6 +41,9 @@ def test_development_storage_means_local_azurite() -> None:
 
 
 def test_no_storage_setting_says_what_to_set() -> None:
-    with pytest.raises(SettingError, match=r"app setting `AzureWebJobsStorage` is not set: give it a storage "
-                                           r"connection string"):
+    with pytest.raises(
+        SettingError,
+        match=r"app setting `AzureWebJobsStorage` is not set: give it a storage "
+        r"connection string",
+    ):
         table_service(Settings({}))

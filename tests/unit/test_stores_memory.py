@@ -1,4 +1,4 @@
-"""The stores of `core.stores` over the in-memory Table service, and the manual clock."""
+"""The stores of `core.control.stores` over the in-memory Table service, and the manual clock."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 
-from core.catalog import app_root
+from core.catalog.parse import app_root
 from core.clock import SYSTEM, ManualClock
+from core.control.stores import CatalogStore, Leases, RunStore, ScheduleMarks, Tables
+from core.control.stores_memory import MemoryTableService, memory_services
 from core.errors import CatalogInvalid, DuplicateRun, NotFound, RunInProgress
-from core.records import RunRecord
+from core.run.records import RunRecord
 from core.settings import Settings
-from core.stores import CatalogStore, Leases, RunStore, ScheduleMarks, Tables
-from core.stores_memory import MemoryTableService, memory_services
 
 from .control_helpers import catalog_doc
 

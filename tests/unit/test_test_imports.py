@@ -37,10 +37,16 @@ def test_the_check_sees_each_kind_of_import(tmp_path: Path) -> None:
     (tmp_path / "test_a.py").write_text(
         "from tests.functions import test_orchestration\nfrom .test_b import x\nimport tests.unit.test_c\n"
         "from tests.conftest import y\nfrom .conftest import z\nfrom tests.helpers import cli\n"
-        "import conftest_sftp\n", encoding="utf-8")
+        "import conftest_sftp\n",
+        encoding="utf-8",
+    )
     assert offending_imports(tmp_path) == [
-        "test_a.py:1 tests.functions.test_orchestration", "test_a.py:2 .test_b", "test_a.py:3 tests.unit.test_c",
-        "test_a.py:4 tests.conftest", "test_a.py:5 .conftest"]
+        "test_a.py:1 tests.functions.test_orchestration",
+        "test_a.py:2 .test_b",
+        "test_a.py:3 tests.unit.test_c",
+        "test_a.py:4 tests.conftest",
+        "test_a.py:5 .conftest",
+    ]
 
 
 def test_no_test_module_imports_another_or_a_conftest() -> None:

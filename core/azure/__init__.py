@@ -1,0 +1,1 @@
+"""The one boundary to the Azure SDKs: clients, the error mapper, raw table requests."""

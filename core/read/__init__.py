@@ -1,0 +1,1 @@
+"""Reading: sources (DuckDB, PostgreSQL, ADBC), segment filters, column mapping, text checks."""

@@ -1,0 +1,1 @@
+"""One run: the engine (source to destination), its thread/loop bridge, the run record."""

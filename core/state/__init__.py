@@ -1,0 +1,1 @@
+"""Delta state: packed row fingerprints by generation, in Table Storage or in memory."""

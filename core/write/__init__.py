@@ -1,0 +1,1 @@
+"""Writing files: formats, parts and gzip (the spool), file names, OpenPGP encryption."""
