@@ -270,3 +270,39 @@ def test_unreachable_account_fails_naming_the_service() -> None:
     assert caught.value.code == "destination_unavailable" and caught.value.transient
     assert caught.value.message.startswith("cannot reach Azure Blob Storage (container `exports` of storage account "
                                            "`acct`) to create the container: Cannot connect to host 127.0.0.1:9")
+
+
+# ---------------------------------------------------------------- block bodies
+
+
+class _Writer:
+    """Collects what aiohttp's stream writer would send."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    async def write(self, piece: Any) -> None:
+        self.pieces.append(bytes(piece))
+
+
+def test_a_block_body_is_sent_whole_from_its_writes_on_every_attempt() -> None:
+    import asyncio
+    import io
+
+    import aiohttp.payload
+
+    chunks: list[bytes | memoryview] = [b"a" * 300_000, memoryview(b"0123456789")[2:7], b"z" * 5]
+    body = azure_blob._Body(chunks)
+    expected = b"".join(bytes(c) for c in chunks)
+    assert body.size == len(expected) == 300_010
+    payload = aiohttp.payload.PAYLOAD_REGISTRY.get(body)
+    assert isinstance(payload, azure_blob._BodyPayload) and payload.size == len(expected)
+    for _ in range(2):  # a retry after a dropped connection sends the same bytes again, from the start
+        writer = _Writer()
+        asyncio.run(payload.write_with_length(writer, len(expected)))
+        assert b"".join(writer.pieces) == expected
+        assert max(len(p) for p in writer.pieces) == azure_blob.SEND_PIECE
+    assert body.seek(299_998) == 299_998 and body.read(4) == b"aa23"  # the stream side, for other readers
+    assert body.seek(-3, io.SEEK_END) == 300_007 and body.read() == b"zzz"
+    body.close()  # aiohttp closes a body once sent; it stays usable for a retry
+    assert body.seek(0) == 0 and body.read(2) == b"aa"
