@@ -58,8 +58,10 @@ def test_block_schedule_stays_within_the_service_limit() -> None:
     assert sizes[25_000] == sizes[37_499] == 16 * 2**20
     assert sizes[37_500] == sizes[-1] == 32 * 2**20
     assert sum(sizes) == max_blob_size() == 800_000 * 2**20  # about 781 GiB in at most 50,000 blocks
-    in_flight_bytes = {size * (azure_blob.MAX_IN_FLIGHT // (size // azure_blob.BLOCK_SIZE)) for size in set(sizes)}
-    assert in_flight_bytes == {32 * 2**20}  # bigger blocks, fewer in flight: memory stays the same
+    assert azure_blob.MAX_IN_FLIGHT == 3
+    slots = {size: min(size // azure_blob.BLOCK_SIZE, azure_blob.MAX_IN_FLIGHT) for size in set(sizes)}
+    in_flight = {size: size * (azure_blob.MAX_IN_FLIGHT // units) for size, units in slots.items()}
+    assert in_flight == {8 * 2**20: 24 * 2**20, 16 * 2**20: 16 * 2**20, 32 * 2**20: 32 * 2**20}  # fewer as they grow
 
 
 # ---------------------------------------------------------------- SAS
