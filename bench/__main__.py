@@ -95,6 +95,13 @@ def sides(case: str, rows: int, use_dlt: bool) -> list[tuple[str, int, Callable[
         for fmt in ("csv", "parquet", "ndjson"):
             for side, n in ((fmt, rows), (f"{fmt}-tenth", max(rows // 10, 1))):
                 found.append((side, n, lambda s, w, fmt=fmt, n=n: cases.filecast_azure(s, database(n), fmt, w)))
+        for side, n in (("csv-ftp", rows), ("csv-ftp-tenth", max(rows // 10, 1))):
+            found.append((side, n, lambda s, w, n=n: cases.ftp_side(s, database(n), w, "filecast")))
+        for mode in ("upsert", "difference"):
+            for side, n in ((mode, rows), (f"{mode}-tenth", max(rows // 10, 1))):
+                found.append(
+                    (side, n, lambda s, w, mode=mode, n=n: cases.filecast_sync_memory(s, database(n), mode, w))
+                )
         return found
     raise SystemExit(f"unknown case `{case}`; cases are: {', '.join(ALL_CASES)}")
 

@@ -37,7 +37,7 @@ first Python-to-Arrow scalar conversion when it is installed (about 0.2 s and 60
 process), which would bill a development-only dependency to whichever side touches it first.
 
 `--check` exits 1 when a budget of DESIGN.md §5 is exceeded: time and size ratios, peak RSS
-≤ 512 MB, and, when more than 1 M rows are written, RSS growth ≤ 100 MB over a 1 M-row run.
+≤ 300 MB, and, when more than 1 M rows are written, RSS growth ≤ 30 MB over a 1 M-row run.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORMATS = ("csv", "parquet", "json", "ndjson", "xml")
 TIME_BUDGET = {"csv": 1.5, "parquet": 1.75, "json": 1.3, "ndjson": 1.3, "xml": 1.3}
 SIZE_BUDGET = {"parquet": 1.1}
-RSS_BUDGET_MB, RSS_GROWTH_MB = 512, 100
+RSS_BUDGET_MB, RSS_GROWTH_MB = 300, 30  # DESIGN.md §5
 REFERENCE = {
     "csv": "pyarrow CSVWriter",
     "parquet": "DuckDB COPY PARQUET zstd",

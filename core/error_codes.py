@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     SOURCE_NOT_FOUND = "source_not_found"
     SOURCE_UNREACHABLE = "source_unreachable"
     SOURCE_CONNECTION_FAILED = "source_connection_failed"
+    SOURCE_OUT_OF_MEMORY = "source_out_of_memory"
     STATEMENT_TIMEOUT = "statement_timeout"
     MODEL_QUERY_FAILED = "model_query_failed"
     FILE_ACCESS_DENIED = "file_access_denied"

@@ -56,8 +56,10 @@ def test_block_schedule_stays_within_the_service_limit() -> None:
     assert sizes[25_000] == sizes[37_499] == 16 * 2**20
     assert sizes[37_500] == sizes[-1] == 32 * 2**20
     assert sum(sizes) == max_blob_size() == 800_000 * 2**20  # about 781 GiB in at most 50,000 blocks
-    in_flight_bytes = {size * (azure_blob.MAX_IN_FLIGHT // (size // azure_blob.BLOCK_SIZE)) for size in set(sizes)}
-    assert in_flight_bytes == {32 * 2**20}  # bigger blocks, fewer in flight: memory stays the same
+    assert azure_blob.MAX_IN_FLIGHT == 3
+    slots = {size: min(size // azure_blob.BLOCK_SIZE, azure_blob.MAX_IN_FLIGHT) for size in set(sizes)}
+    in_flight = {size: size * (azure_blob.MAX_IN_FLIGHT // units) for size, units in slots.items()}
+    assert in_flight == {8 * 2**20: 24 * 2**20, 16 * 2**20: 16 * 2**20, 32 * 2**20: 32 * 2**20}  # fewer as they grow
 
 
 # ---------------------------------------------------------------- SAS
@@ -331,3 +333,39 @@ def test_unreachable_account_fails_naming_the_service() -> None:
         "cannot reach Azure Blob Storage (container `exports` of storage account "
         "`acct`) to create the container: Cannot connect to host 127.0.0.1:9"
     )
+
+
+# ---------------------------------------------------------------- block bodies
+
+
+class _Writer:
+    """Collects what aiohttp's stream writer would send."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    async def write(self, piece: Any) -> None:
+        self.pieces.append(bytes(piece))
+
+
+def test_a_block_body_is_sent_whole_from_its_writes_on_every_attempt() -> None:
+    import asyncio
+    import io
+
+    import aiohttp.payload
+
+    chunks: list[bytes | memoryview] = [b"a" * 300_000, memoryview(b"0123456789")[2:7], b"z" * 5]
+    body = azure_blob._Body(chunks)
+    expected = b"".join(bytes(c) for c in chunks)
+    assert body.size == len(expected) == 300_010
+    payload = aiohttp.payload.PAYLOAD_REGISTRY.get(body)
+    assert isinstance(payload, azure_blob._BodyPayload) and payload.size == len(expected)
+    for _ in range(2):  # a retry after a dropped connection sends the same bytes again, from the start
+        writer = _Writer()
+        asyncio.run(payload.write_with_length(writer, len(expected)))
+        assert b"".join(writer.pieces) == expected
+        assert max(len(p) for p in writer.pieces) == azure_blob.SEND_PIECE
+    assert body.seek(299_998) == 299_998 and body.read(4) == b"aa23"  # the stream side, for other readers
+    assert body.seek(-3, io.SEEK_END) == 300_007 and body.read() == b"zzz"
+    body.close()  # aiohttp closes a body once sent; it stays usable for a retry
+    assert body.seek(0) == 0 and body.read(2) == b"aa"

@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from core.catalog.parse import parse_catalog_partly
+from core.errors import SourceError
 from core.read.sources.duckdb import MEMORY_LIMIT, DuckDBSource
 from core.read.spill import temp_directory
 
@@ -66,8 +67,8 @@ def _setting(source: DuckDBSource, name: str) -> str:
 def test_source_settings_default_cap_and_spill_folder(tmp_path: Path) -> None:
     source = DuckDBSource(_database(tmp_path, 10))
     try:
-        assert MEMORY_LIMIT == "64MB"
-        assert _setting(source, "memory_limit") == "61.0 MiB"  # DuckDB shows 64 MB in MiB
+        assert MEMORY_LIMIT == "32MB"
+        assert _setting(source, "memory_limit") == "30.5 MiB"  # DuckDB shows 32 MB in MiB
         folder = Path(_setting(source, "temp_directory"))
         assert folder == temp_directory()
         assert folder.parent == Path(tempfile.gettempdir())
@@ -99,3 +100,24 @@ def test_a_sort_bigger_than_the_cap_spills_and_reads_back_in_order(tmp_path: Pat
     assert rows == ROWS
     assert seen_spill, "DuckDB did not spill to the source's temp folder"
     assert not database.with_name(database.name + ".tmp").exists()  # nothing written beside the database
+
+
+def test_a_query_over_the_cap_says_which_field_to_raise(tmp_path: Path) -> None:
+    """DuckDB's own advice (`SET memory_limit=…`) cannot work: the configuration is locked."""
+    source = DuckDBSource(_database(tmp_path, 10), memory_limit="16MB")
+    try:
+        with pytest.raises(SourceError) as caught:
+            _, batches = source.batches("SELECT list(range) AS l FROM range(20000000)")  # a list cannot spill
+            for _ in batches:
+                pass
+    finally:
+        source.close()
+    error = caught.value
+    assert error.code == "source_out_of_memory" and not error.transient
+    assert error.message.startswith(
+        f"the model query on DuckDB database `{tmp_path / 'spill.duckdb'}` needs more "
+        "memory than the source's `memory_limit` (16MB) allows (Out of Memory Error: "
+    )
+    assert error.message.endswith(
+        "): raise `memory_limit` on the source, e.g. `256MB`, for queries that sort, join or aggregate large results"
+    )

@@ -1,7 +1,8 @@
 """DuckDB, the embedded default: a database file read in streaming record batches.
 
-DuckDB's own memory is capped (`memory_limit`, per source; 64 MB by default: a streaming scan
-runs as fast under it, while a larger cap only lets the buffer pool keep scanned blocks), and
+DuckDB's own memory is capped (`memory_limit`, per source; 32 MB by default: a streaming scan
+runs as fast under it, while a larger cap only lets the buffer pool keep scanned blocks, which
+made a run's peak grow with the table: 35 MB more at 10 M rows than at 1 M under 64 MB), and
 results come out through `fetch_record_batch`, so a 10 M-row model never sits whole in memory.
 What a query needs beyond the cap (a sort, a large join) spills to `temp_directory`, a folder of
 the system's temporary directory: the app folder of a run-from-package deployment is read-only.
@@ -28,15 +29,28 @@ from ..segments import DUCKDB, segment_sql
 from ..spill import temp_directory
 from .base import Where
 
-MEMORY_LIMIT = "64MB"
+MEMORY_LIMIT = "32MB"
 BATCH_ROWS_DUCKDB = 16_384  # smaller than other sources' batches: every per-batch buffer downstream (mapping,
 #                             text encoding, MD5, upload) scales with it; measured no slower at 1 M rows
 
 
+def out_of_memory(what: str, limit: str, detail: str) -> SourceError:
+    """DuckDB's own advice (`SET memory_limit`, `SET threads`) cannot be taken from model SQL,
+    whose configuration is locked: say which catalog field to raise."""
+    return SourceError(
+        f"the model query on {what} needs more memory than the source's `memory_limit` ({limit}) "
+        f"allows ({detail.splitlines()[0].strip()}): raise `memory_limit` on the source, e.g. "
+        "`256MB`, for queries that sort, join or aggregate large results",
+        code=ErrorCode.SOURCE_OUT_OF_MEMORY,
+    )
+
+
 @contextmanager
-def map_duckdb_errors(what: str) -> Iterator[None]:
+def map_duckdb_errors(what: str, limit: str = MEMORY_LIMIT) -> Iterator[None]:
     try:
         yield
+    except duckdb.OutOfMemoryException as exc:
+        raise out_of_memory(what, limit, str(exc)) from exc
     except duckdb.PermissionException as exc:
         raise SourceError(
             f"the model query on {what} tried to reach files, the network or extensions, which "
@@ -94,6 +108,7 @@ class DuckDBSource:
         self.database = database
         self.batch_rows = batch_rows
         self.what = f"DuckDB database `{database}`"
+        self.memory_limit = memory_limit or MEMORY_LIMIT
         self.readers: list[pa.RecordBatchReader] = []
         self._schemas: dict[str, pa.Schema] = {}
         if not database.is_file():
@@ -106,7 +121,7 @@ class DuckDBSource:
             self.connection = duckdb.connect(str(database), read_only=True)
             if already_locked(self.connection, allow_file_access, self.what):
                 return  # a source of this process opened the same file: its settings are in force
-            self.connection.execute(f"SET memory_limit='{memory_limit or MEMORY_LIMIT}'")
+            self.connection.execute(f"SET memory_limit='{self.memory_limit}'")
             self.connection.execute("SET temp_directory=?", [str(temp_directory())])
             self.connection.execute("SET preserve_insertion_order=true")
             self.connection.execute("SET TimeZone='UTC'")
@@ -130,15 +145,17 @@ class DuckDBSource:
         return self._schemas[sql]
 
     def batches(self, sql: str, where: Where = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        with map_duckdb_errors(self.what):
+        with map_duckdb_errors(self.what, self.memory_limit):
             reader = _reader(self._relation(sql, where), self.batch_rows)
             self.readers.append(reader)
 
         def stream() -> Iterator[pa.RecordBatch]:
-            with map_duckdb_errors(self.what):
+            with map_duckdb_errors(self.what, self.memory_limit):
                 try:
                     yield from reader
                 except (pa.ArrowException, OSError) as exc:  # DuckDB's error, surfaced by pyarrow's reader
+                    if "Out of Memory Error" in str(exc):
+                        raise out_of_memory(self.what, self.memory_limit, str(exc)) from exc
                     raise SourceError(f"{self.what} failed: {exc}") from exc
 
         return reader.schema, stream()
