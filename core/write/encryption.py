@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CatalogError, FilecastError, Problem
+from ..errors import CatalogError, CatalogInvalid, FilecastError, Problem
 from ..settings import Settings
 from .pgp_stream import Stage
 
@@ -275,6 +275,14 @@ def check_catalog(catalog: Catalog, settings: Settings) -> tuple[list[Problem], 
         lines.extend(f"{path}: {k.describe()}" for k in keys.info)
         lines.extend(f"{path}: warning: {message}" for message in keys.expiring())
     return problems, lines
+
+
+def require_keys(catalog: Catalog, settings: Settings) -> None:
+    """`PUT /api/catalog`: every activation's keys checked as `filecast validate` checks them,
+    before anything is stored; the problems name settings and fingerprints, never key material."""
+    problems, _ = check_catalog(catalog, settings)
+    if problems:
+        raise CatalogInvalid(problems)
 
 
 def prepare(activation: Activation, settings: Settings, warn: Any) -> Keys | None:
