@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 def app_root() -> Path:
     """The app's root folder: where `function_app.py` sits (`/home/site/wwwroot` on Azure). The
     relative paths of a catalog applied without a file (`PUT /api/catalog`) start here."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def deployment_warnings(catalog: Catalog) -> list[Problem]:

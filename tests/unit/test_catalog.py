@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.catalog.columns import column_problems
-from core.catalog.parse import load_catalog, parse_catalog
+from core.catalog.parse import app_root, load_catalog, parse_catalog
 from core.errors import CatalogError, CatalogInvalid
 from core.write.formats import WRITERS
 
@@ -267,3 +267,9 @@ def test_the_demo_catalog_is_valid() -> None:
     ]
     changes = catalog.activations["french_adults_changes"]
     assert (changes.segment, changes.run_type, changes.sync_mode) == ("french_adults", "full_then_delta", "difference")
+
+
+def test_the_app_root_is_the_folder_of_function_app() -> None:
+    """Relative paths of a catalog applied with `PUT /api/catalog` start there (wwwroot on Azure)."""
+    assert (app_root() / "function_app.py").is_file()
+    assert (app_root() / "core" / "catalog").is_dir()
