@@ -99,7 +99,7 @@ def read_catalog(path: str | Path) -> Any:
 
 
 def parse_text(text: str, origin: str = "catalog") -> Any:
-    """A YAML or JSON document, bounded in size, depth and alias expansion (`catalog_limits`)."""
+    """A YAML or JSON document, bounded in size, depth and alias expansion (`limits`)."""
     check_size(len(text.encode("utf-8", "surrogatepass")), origin)
     check_structure(text, origin)
     try:

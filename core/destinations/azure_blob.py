@@ -22,7 +22,7 @@ Authentication, from the catalog's destination:
 | `account_url` | `DefaultAzureCredential`: the app's managed identity (`AZURE_CLIENT_ID` picks a user-assigned one) |
 
 Throttling (429, 503 `ServerBusy`), 408, other 5xx and network faults are retried with capped
-exponential backoff and jitter (`ExportRetry`, in `azure_errors.py`); what is left is mapped by
+exponential backoff and jitter (`ExportRetry`, in core/azure/retry.py); what is left is mapped by
 `map_azure_errors` (core/azure/errors.py, the one Azure error boundary).
 """
 

@@ -296,7 +296,7 @@ def test_unexpected_azure_errors_are_transient() -> None:
 
 def test_connect_faults_are_retried_once_and_timeouts_are_set() -> None:
     """An unreachable account is not throttling: one connect retry, connect and read timeouts from
-    FILECAST_AZURE_TIMEOUT (the worst case is documented in azure_errors.py and the README)."""
+    FILECAST_AZURE_TIMEOUT (the worst case is documented in core/azure/retry.py and the README)."""
     assert ExportRetry().connect_retries == 1 and ExportRetry().total_retries == 5
     config = DestinationConfig("lake", "azure_blob", container="exports", connection_setting="EXPORT_STORAGE")
     conn = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/acct"

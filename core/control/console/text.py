@@ -1,6 +1,6 @@
 """How the console writes values: HTML-escaped text, UTC times and run durations.
 
-Shared by the pages (`console.py`) and the chart (`console_chart.py`), so neither imports the other's
+Shared by the pages (`pages.py`) and the chart (`chart.py`), so neither imports the other's
 internals; every value from the catalog or a record goes through `esc`.
 """
 
