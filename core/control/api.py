@@ -68,11 +68,10 @@ def _put_catalog(services: Services, params: dict[str, str], body: bytes) -> Res
     doc = parse_text(text, "request body")
     if not isinstance(doc, dict):
         return _bad_request("the body must be a catalog document")
-    from ..catalog.parse import app_root, parse_catalog
     from ..write.encryption import require_keys
 
-    require_keys(parse_catalog(doc, app_root()), services.settings)  # OpenPGP keys, as `filecast validate`
-    catalog = services.catalogs.apply(doc)
+    # the OpenPGP keys checked as `filecast validate` checks them, before anything is stored
+    catalog = services.catalogs.apply(doc, check=lambda parsed: require_keys(parsed, services.settings))
     return 200, {"activations": sorted(catalog.activations)}
 
 

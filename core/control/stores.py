@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,11 +77,16 @@ class CatalogStore:
     def __init__(self, tables: Tables):
         self.table = tables.table("catalog")
 
-    def apply(self, doc: dict[str, Any], base_dir: Path | None = None) -> Catalog:
-        """Validate `doc` as a whole, then store it, removing objects it no longer has."""
+    def apply(
+        self, doc: dict[str, Any], base_dir: Path | None = None, *, check: Callable[[Catalog], None] | None = None
+    ) -> Catalog:
+        """Validate `doc` as a whole and run `check` (e.g. the OpenPGP keys) on the parsed catalog,
+        then store it, removing objects it no longer has."""
         root = app_root()
         base = base_dir.resolve() if base_dir is not None else root
         catalog = parse_catalog(doc, base)
+        if check is not None:
+            check(catalog)
         stored = base.relative_to(root).as_posix() if base.is_relative_to(root) else str(base)
         with map_table_errors("store the catalog"):
             existing = {

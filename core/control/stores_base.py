@@ -9,6 +9,7 @@ Filecast without an Azure storage account. The delta state store's protocol is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,8 +21,11 @@ from ..run.records import RunRecord
 class CatalogStoreProtocol(Protocol):
     """The applied catalog and the folder its relative paths start from."""
 
-    def apply(self, doc: dict[str, Any], base_dir: Path | None = None) -> Catalog:
-        """Validate `doc` as a whole (`CatalogInvalid`), then store it in place of the previous one."""
+    def apply(
+        self, doc: dict[str, Any], base_dir: Path | None = None, *, check: Callable[[Catalog], None] | None = None
+    ) -> Catalog:
+        """Validate `doc` as a whole (`CatalogInvalid`), run `check` on the parsed catalog, then store
+        it in place of the previous one."""
         ...
 
     def document(self) -> tuple[dict[str, Any], Path]: ...
