@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from core.catalog.alerts import TARGET_TYPES
 from core.catalog.model import WARNING_CODES
 from core.catalog.parse import parse_catalog, parse_text
+from core.control.alert_messages import BODIES
 from core.errors import CatalogInvalid
 
 BASE = """
@@ -84,7 +86,4 @@ alerts:
 
 
 def test_every_target_type_the_catalog_accepts_has_a_message_body() -> None:
-    from core.catalog.alerts import TARGET_TYPES
-    from core.control.alert_messages import BODIES
-
     assert sorted(TARGET_TYPES) == sorted(BODIES)
