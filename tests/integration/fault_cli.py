@@ -51,11 +51,11 @@ def main() -> int:
     elif fault == "slow_publish":
         publish = engine.Run._publish
 
-        async def slow_publish(self: engine.Run, uploads: Any) -> None:
+        async def slow_publish(self: engine.Run, staged: Any) -> None:
             await asyncio.sleep(float(os.environ.get("FILECAST_TEST_DELAY", "4")))
-            await publish(self, uploads)
+            await publish(self, staged)
 
-        engine.Run._publish = slow_publish  # type: ignore[method-assign,assignment]
+        engine.Run._publish = slow_publish  # type: ignore[method-assign]
     elif fault:
         raise SystemExit(f"unknown FILECAST_TEST_FAULT `{fault}`")
     return cli.main(sys.argv[1:])
