@@ -18,6 +18,7 @@ Settings Filecast reads itself:
 | `FILECAST_SFTP_TIMEOUT` | `30` | seconds an SFTP connection or request may stall (0 to 3600) |
 | `FILECAST_ALLOWED_SETTINGS` | - | names or globs (`PARTNER_*`), comma-separated, that `*_setting` may name |
 | `FILECAST_AZURE_TIMEOUT` | `20` | seconds an Azure Blob connection or read may stall (1 to 600) |
+| `FILECAST_DELTA_MEMORY_ROWS` | `2000000` | largest delta state diffed in memory, larger ones on disk (0: always) |
 
 Secrets are named by catalog fields ending in `_setting`; `secret()` resolves them and never
 echoes their value. A catalog may never name the host's or the platform's own settings

@@ -237,9 +237,13 @@ def rows_of(data: bytes) -> list[tuple[str, ...]]:
 
 
 class Target:
-    """Runs the CLI against one destination (`azure`, `ftp` or `sftp`) and reads the files back."""
+    """Runs the CLI against one destination (`azure`, `ftp` or `sftp`) and reads the files back.
+    A kind ending in `-on-disk` (`azure-on-disk`) diffs every state on disk
+    (`FILECAST_DELTA_MEMORY_ROWS=0`, what a state of more than 2 M rows gets)."""
 
     def __init__(self, kind: str, azurite: Any, ftp_server: Any, tmp_path: Path, sftp: Any = None):
+        on_disk = kind.endswith("-on-disk")
+        kind = kind.removesuffix("-on-disk")
         self.kind, self.azurite, self.ftp_server, self.tmp_path = kind, azurite, ftp_server, tmp_path
         self.sftp = sftp  # tests.integration.sftp_target.SftpTarget, for kind "sftp"
         self.folder = f"delta-{tmp_path.name}"[:60].lower().replace("_", "-")
@@ -251,6 +255,8 @@ class Target:
         }
         if sftp is not None:
             self.env.update(sftp.env())
+        if on_disk:
+            self.env["FILECAST_DELTA_MEMORY_ROWS"] = "0"
 
     def destination(self) -> dict[str, Any]:
         if self.kind == "sftp":

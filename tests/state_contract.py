@@ -133,6 +133,16 @@ class StoreContract:
         assert pending.pending and pending.info is not None and pending.info.generation == staged.generation
         assert same(store.read_entries(pending), entries(7, seed=32))
 
+    def test_iter_entries_streams_what_read_entries_reads(self, store: StateStore) -> None:
+        """In order, in chunks, nothing missing: 300 k entries span several Table Storage pages."""
+        nothing = store.peek("i1")
+        assert list(store.iter_entries(nothing)) == []
+        data = entries(300_000, seed=41)
+        commit(store, "i1", data, mode="upsert")
+        chunked = list(store.iter_entries(store.peek("i1")))
+        assert len(chunked) > 1 and all(len(c) for c in chunked)
+        assert same(Entries.concat(chunked), data)
+
     def test_committing_the_current_generation_again(self, store: StateStore) -> None:
         """What a run that changed nothing does: same entries, a new token, cleanup runs as usual."""
         data = entries(40, seed=33)

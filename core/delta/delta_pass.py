@@ -16,6 +16,10 @@
   (its payload streams in); the others begin it when they write it.
 - `ahead()` fingerprints the source's next batches on pool threads while the engine diffs and
   writes the current one.
+- Memory: a previous state of up to `SPILL_FROM_ROWS` entries is diffed in memory (`Differ`),
+  batch by batch, so rows are routed as they stream. A larger one, and the new state of a full
+  run, are diffed on disk (`core.delta.spilled`): a delta run's rows are then routed once the
+  whole source is read (`replay()`), so the run's memory does not grow with the table.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..catalog.model import Activation, Model
 from ..state.base import Entries, Snapshot, StateInfo, StateStore
 from .diff import DeltaSummary, Differ, filter_removed
 from .fingerprint import ENCODING_VERSION, Fingerprints, fingerprint_ahead, fingerprint_batch
+from .spilled import SPILL_FROM_ROWS, SpilledDiffer
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +77,18 @@ class Routed:
 class DeltaPass:
     """One run's use of the delta state; blocking methods, called from the engine's worker thread."""
 
-    def __init__(self, store: StateStore, activation: Activation, model: Model, *, preview: bool = False):
+    def __init__(
+        self,
+        store: StateStore,
+        activation: Activation,
+        model: Model,
+        *,
+        preview: bool = False,
+        spill_from: int = SPILL_FROM_ROWS,
+    ):
         self.store = store
+        self.spill_from = spill_from
+        self.spilled: SpilledDiffer | None = None
         self.activation = activation
         self.model = model
         self.preview = preview
@@ -109,10 +124,18 @@ class DeltaPass:
             )
             comparable = False
         self.snapshot, self._full = snapshot, not comparable
-        if comparable:
+        if comparable and snapshot.info.rows <= self.spill_from:  # type: ignore[union-attr]
             self._loading = _LOADER.submit(lambda: self._differ_of(self.store.read_entries(snapshot)))
         else:
-            self.differ = self._differ_of(None)
+            self.spilled = SpilledDiffer(
+                (lambda: self.store.iter_entries(snapshot)) if comparable else None,
+                self.mode,  # type: ignore[arg-type]
+                pending=comparable and snapshot.pending,
+                key_columns=self.model.primary_key,
+                on_duplicate_key=self.activation.on_duplicate_key,  # type: ignore[arg-type]
+                values=self.mode == "difference" and not self.preview,
+                keys=self.mode == "difference" and not self.preview,
+            )
         if not self.preview and self.mode == "difference":  # its payload streams into the new generation
             self.generation = self.store.begin(self.activation.id)
 
@@ -156,22 +179,40 @@ class DeltaPass:
             fp = self._ahead.popleft()[1].result()
         else:
             fp = fingerprint_batch(batch, self.model.primary_key, values)
+        if self.spilled is not None:  # routed at `replay`, except a full run's rows: all exported
+            self.spilled.add(fp, batch, mapped)
+            every, none = np.ones(len(fp), dtype=bool), np.zeros(len(fp), dtype=bool)
+            return Routed(every, every, none) if self.spilled.full else Routed(none, none, none)
         delta = self._ready().classify(fp, batch)
-        if self.payload is not None:
-            tracked = delta.tracked
-            if tracked.any():
-                keys = fp.key_array().filter(pa.array(tracked))
-                self.payload.write_batch(
-                    pa.RecordBatch.from_arrays(
-                        [*mapped.filter(pa.array(tracked)).columns, keys], schema=self.payload_schema
-                    )
-                )
+        self._keep(mapped, delta.tracked, fp.key_array)
         added = delta.export if delta.full else delta.added
         return Routed(delta.export, added, delta.updated & ~added)
 
+    def _keep(self, mapped: pa.RecordBatch, tracked: np.ndarray, keys: Any) -> None:
+        """DIFFERENCE: the tracked rows' values into the new payload (`keys()`: their fingerprints)."""
+        if self.payload is not None and tracked.any():
+            self.payload.write_batch(
+                pa.RecordBatch.from_arrays(
+                    [*mapped.filter(pa.array(tracked)).columns, keys().filter(pa.array(tracked))],
+                    schema=self.payload_schema,
+                )
+            )
+
     def finish(self) -> DeltaSummary:
-        self.summary = self._ready().finish()
+        self.summary = self.spilled.finish() if self.spilled is not None else self._ready().finish()
         return self.summary
+
+    def replay(self) -> Iterator[tuple[pa.RecordBatch, Routed]]:
+        """After `finish`, a run diffed on disk: its spilled rows in source order, routed (a full
+        run's are already exported, so only its payload is written here)."""
+        if self.spilled is None:
+            return
+        full = self.spilled.full
+        for rows in self.spilled.replay():
+            assert rows.mapped is not None
+            self._keep(rows.mapped, rows.added | rows.updated | rows.unchanged, lambda keys=rows.keys: keys)
+            if not full:
+                yield rows.mapped, Routed(rows.added | rows.updated, rows.added, rows.updated)
 
     def removed(self) -> Iterator[pa.RecordBatch]:
         """DIFFERENCE: the last delivered values of the rows gone from the source."""
@@ -198,6 +239,14 @@ class DeltaPass:
             self.payload.close()
             self.payload_file.close()
             self.payload = None
+        try:
+            self._write_state()
+        finally:
+            if self.spilled is not None:
+                self.spilled.close()
+
+    def _write_state(self) -> None:
+        assert self.summary is not None
         if self.unchanged:  # the committed state already is the new one: commit it again, write nothing
             assert self.snapshot is not None
             self.info = self.snapshot.info
@@ -223,6 +272,8 @@ class DeltaPass:
         return not any(summary.counts.get(k, 0) for k in ("added", "updated", "removed"))
 
     def discard(self) -> None:
+        if self.spilled is not None:
+            self.spilled.close()
         if self.payload is not None:
             with contextlib.suppress(Exception):
                 self.payload.close()

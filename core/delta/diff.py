@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -104,6 +104,14 @@ class KeyWarning:
         )
 
 
+class Outcome(Protocol):
+    """What a finished classification (`Differ`, `core.delta.spilled.SpilledDiffer`) answers."""
+
+    def new_state(self) -> Iterator[Entries]: ...
+    def removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray: ...
+    def removed_keys(self) -> Entries: ...
+
+
 @dataclass
 class DeltaSummary:
     """The outcome of a run's classification; `new_state()` may be consumed once."""
@@ -113,21 +121,19 @@ class DeltaSummary:
     counts: dict[str, int]
     warnings: list[KeyWarning]
     new_rows: int
-    _differ: Differ
+    _outcome: Outcome
 
     def new_state(self) -> Iterator[Entries]:
         """The new state as sorted, consecutive chunks, for `StateStore.write`."""
-        return self._differ._new_state()
+        return self._outcome.new_state()
 
     def removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Which of these key fingerprints were removed from the source (for `_removed` files)."""
-        return self._differ._removed_mask(hi, lo)
+        return self._outcome.removed_mask(hi, lo)
 
     def removed_keys(self) -> Entries:
         """The removed entries (key, last delivered content), sorted; call before `new_state`."""
-        d = self._differ
-        keep = ~d.seen
-        return Entries(d.prev.hi[keep], d.prev.lo[keep], d.prev.content[keep])
+        return self._outcome.removed_keys()
 
 
 def filter_removed(
@@ -271,12 +277,7 @@ class Differ:
                 problem.examples += picked.to_pylist()
             if self.fail:
                 what = "a duplicate primary key" if code == "duplicate_key" else "a NULL in the primary key"
-                shown = ", ".join(_render(e) for e in problem.examples) or "no example recorded"
-                raise InvalidKeys(
-                    f"the source has {what} ({', '.join(self.key_columns) or 'key'}), e.g. {shown}; the run "
-                    "stops because `on_duplicate_key` is `fail`: fix the model's primary key or set "
-                    "`on_duplicate_key: warn`"
-                )
+                raise key_error(what, self.key_columns, problem.examples)
 
     def _in_runs(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Which keys were already added in this run. A bitmap over the keys' top bits answers
@@ -316,7 +317,8 @@ class Differ:
         bits = np.left_shift(1, (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
         np.bitwise_or.at(self.filter, slots >> np.uint64(3), bits)
 
-    def _new_state(self) -> Iterator[Entries]:
+    def new_state(self) -> Iterator[Entries]:
+        """The new state, lazily, in sorted chunks (after `finish`)."""
         prev, keep_all = self.prev, self.mode == "difference"
         if keep_all:
             prev.content[~self.seen] = GONE  # removals sent: tombstones until the run is committed
@@ -337,7 +339,11 @@ class Differ:
             if len(chunk):
                 yield chunk
 
-    def _removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    def removed_keys(self) -> Entries:
+        keep = ~self.seen
+        return Entries(self.prev.hi[keep], self.prev.lo[keep], self.prev.content[keep])
+
+    def removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         where = _find(self.prev, hi, lo)
         found = where >= 0
         removed = np.zeros(len(hi), dtype=bool)
@@ -383,6 +389,16 @@ def _find(table: Entries, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         if j < stop and table.lo[j] == lo[i]:
             out[i] = j
     return out
+
+
+def key_error(what: str, key_columns: Sequence[str], examples: list[dict[str, Any]]) -> InvalidKeys:
+    """`on_duplicate_key: fail` met `what` (a duplicate key, a NULL in it)."""
+    shown = ", ".join(_render(e) for e in examples) or "no example recorded"
+    return InvalidKeys(
+        f"the source has {what} ({', '.join(key_columns) or 'key'}), e.g. {shown}; the run "
+        "stops because `on_duplicate_key` is `fail`: fix the model's primary key or set "
+        "`on_duplicate_key: warn`"
+    )
 
 
 def _render(example: dict[str, Any]) -> str:

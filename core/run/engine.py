@@ -28,7 +28,8 @@ from ..azure.clients import state_store
 from ..catalog.columns import format_problems, key_problems, require, segment_problems
 from ..catalog.model import Activation, Catalog
 from ..clock import SYSTEM, Clock
-from ..delta.delta_pass import DeltaPass
+from ..delta.delta_pass import DeltaPass, Routed
+from ..delta.spilled import SPILL_SETTING, spill_from
 from ..destinations import Destination, Upload, open_destination
 from ..destinations.memory import PreviewDestination
 from ..error_codes import ErrorCode
@@ -399,7 +400,8 @@ class Run:
         else:  # closed when the attempt ends (`_attempt`)
             store = await asyncio.to_thread(state_store, self.settings)
             self.opened_state = store
-        delta = DeltaPass(store, activation, model, preview=self.preview)
+        limit = spill_from(self.settings.get(SPILL_SETTING))
+        delta = DeltaPass(store, activation, model, preview=self.preview, spill_from=limit)
         await asyncio.to_thread(delta.load)
         if delta.reset_reason:
             self.record.warn("state_reset", delta.reset_reason)
@@ -497,6 +499,13 @@ class Run:
             outputs[name].write(mapped)
             rows.exported += mapped.num_rows
 
+        def route(mapped: pa.RecordBatch, routed: Routed) -> None:
+            if difference:
+                send("added", mapped, routed.added)
+                send("updated", mapped, routed.updated)
+            else:
+                send("export", mapped, routed.export)
+
         value_columns = [mapper.source_names[i] for i in range(len(mapper.indices))]
         guard = TextGuard(
             activation.id,
@@ -515,12 +524,7 @@ class Run:
                 if delta is None:
                     send("export", mapped)
                 else:
-                    routed = delta.classify(batch, mapped, value_columns)
-                    if difference:
-                        send("added", mapped, routed.added)
-                        send("updated", mapped, routed.updated)
-                    else:
-                        send("export", mapped, routed.export)
+                    route(mapped, delta.classify(batch, mapped, value_columns))
                 now = time.monotonic()
                 if now - last_tick >= 0.5 or now - last_log >= PROGRESS_EVERY:
                     written = sum(o.bytes_written for o in outputs.values())
@@ -534,6 +538,8 @@ class Run:
                         )
             if delta is not None:
                 summary = delta.finish()
+                for mapped, routed in delta.replay():  # a state diffed on disk routes its rows now
+                    route(mapped, routed)
                 for removed in delta.removed() if difference else ():
                     send("removed", removed)
                 for key in ("added", "updated", "unchanged", "removed"):

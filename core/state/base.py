@@ -26,7 +26,7 @@ one after the other, followed by the contents as 8-byte big-endian integers.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO, Protocol
@@ -172,6 +172,11 @@ class StateStore(Protocol):
 
     def read_entries(self, snapshot: Snapshot) -> Entries:
         """The entries of the generation a `peek` snapshot names (its own entries, if it has them)."""
+        ...
+
+    def iter_entries(self, snapshot: Snapshot) -> Iterator[Entries]:
+        """The entries `read_entries` returns, as sorted consecutive chunks, so a run can stream a
+        large state without holding it (`core.delta.spilled`)."""
         ...
 
     def begin(self, activation: str) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import StateError, StateUnavailable
 from .base import Entries, Snapshot, StateInfo, conflict_error, new_generation_id
+
+CHUNK_ROWS = 1 << 16  # rows per chunk of `iter_entries`
 
 
 @dataclass
@@ -85,6 +87,11 @@ class MemoryStateStore:
         with self._lock:
             self._enter("read_entries")  # a fault point of its own, as the shard reads are elsewhere
         return snapshot.entries
+
+    def iter_entries(self, snapshot: Snapshot) -> Iterator[Entries]:
+        entries = self.read_entries(snapshot)
+        for start in range(0, len(entries), CHUNK_ROWS):
+            yield entries.slice(start, start + CHUNK_ROWS)
 
     def begin(self, activation: str) -> str:
         with self._lock:

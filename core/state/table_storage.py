@@ -183,18 +183,39 @@ class TableStorageStateStore:
             return Entries.empty()
         with map_azure_errors(f"reading the delta state of `{activation}`"):
             entries = Entries.allocate(info.rows)
-            shards = _shards(info.rows)
-            ranges = [(i, min(i + SHARDS_PER_PAGE, shards)) for i in range(0, shards, SHARDS_PER_PAGE)]
-            got = sum(self._pool.map(lambda r: self._read_range(activation, info, entries, *r), ranges))
+            got = sum(self._pool.map(lambda r: self._read_range(activation, info, entries, *r), _pages(info.rows)))
         _release_freed_memory()
-        if got != shards:
-            raise StateError(
-                f"the delta state of `{activation}` (generation `{info.generation}`) is incomplete: "
-                f"{got} of {shards} shards found; reset the activation to start with a full run"
-            )
+        _check_complete(activation, info, got)
         return entries
 
-    def _read_range(self, activation: str, info: StateInfo, entries: Entries, first: int, stop: int) -> int:
+    def iter_entries(self, snapshot: Snapshot) -> Iterator[Entries]:
+        """The same entries a page of shards at a time, in order, the next page read meanwhile (so
+        at most two pages, about 6 MB, are held)."""
+        activation, info = snapshot.activation, snapshot.info
+        if info is None:
+            return
+        got, ahead = 0, deque[tuple[Entries, Future[int]]]()
+        pages = iter(_pages(info.rows))
+        with map_azure_errors(f"reading the delta state of `{activation}`"):
+            while True:
+                while len(ahead) < 2 and (page := next(pages, None)) is not None:
+                    first, stop = page
+                    rows = min(info.rows, stop * ROWS_PER_SHARD) - first * ROWS_PER_SHARD
+                    entries = Entries.allocate(rows)
+                    base = first * ROWS_PER_SHARD
+                    read = self._pool.submit(self._read_range, activation, info, entries, *page, base=base)
+                    ahead.append((entries, read))
+                if not ahead:
+                    break
+                entries, future = ahead.popleft()
+                got += future.result()
+                yield entries
+        _check_complete(activation, info, got)
+
+    def _read_range(
+        self, activation: str, info: StateInfo, entries: Entries, first: int, stop: int, *, base: int = 0
+    ) -> int:
+        """Shards `first`..`stop` into `entries`, whose row 0 is the state's row `base`."""
         pk = f"{activation}@{info.generation}"
         query = f"PartitionKey eq '{pk}' and RowKey ge '{_row(first)}' and RowKey lt '{_row(stop)}'"
         found = 0
@@ -203,7 +224,7 @@ class TableStorageStateStore:
                 index = int(entity["RowKey"][1:])
                 data = b"".join(binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity)
                 expected = min(ROWS_PER_SHARD, info.rows - index * ROWS_PER_SHARD)
-                if entries.unpack_into(data, index * ROWS_PER_SHARD) != expected:
+                if not first <= index < stop or entries.unpack_into(data, index * ROWS_PER_SHARD - base) != expected:
                     raise StateError(
                         f"shard {index} of the delta state of `{activation}` has a wrong size; "
                         "reset the activation to start with a full run"
@@ -343,6 +364,20 @@ def _row(index: int) -> str:
 
 def _shards(rows: int) -> int:
     return -(-rows // ROWS_PER_SHARD)
+
+
+def _pages(rows: int) -> list[tuple[int, int]]:
+    """The state's shards in pages of `SHARDS_PER_PAGE`: (first, stop) shard indices."""
+    shards = _shards(rows)
+    return [(i, min(i + SHARDS_PER_PAGE, shards)) for i in range(0, shards, SHARDS_PER_PAGE)]
+
+
+def _check_complete(activation: str, info: StateInfo, got: int) -> None:
+    if got != _shards(info.rows):
+        raise StateError(
+            f"the delta state of `{activation}` (generation `{info.generation}`) is incomplete: "
+            f"{got} of {_shards(info.rows)} shards found; reset the activation to start with a full run"
+        )
 
 
 def _info(activation: str, pointer: Mapping[str, Any], prefix: str) -> StateInfo:

@@ -44,7 +44,7 @@ CHANGES = (
 )
 
 
-@pytest.fixture(params=["azure", "ftp", "sftp"])
+@pytest.fixture(params=["azure", "ftp", "sftp", "azure-on-disk"])
 def target(request: pytest.FixtureRequest, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path) -> Target:
     sftp = request.getfixturevalue("sftp_server") if request.param == "sftp" else None
     return Target(request.param, azurite, ftp_server, tmp_path, sftp)

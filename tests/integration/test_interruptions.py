@@ -69,7 +69,7 @@ def partner_view(target: Target, records: list[dict[str, Any]], mode: str) -> di
     return view
 
 
-@pytest.fixture(params=["azure", "ftp"])
+@pytest.fixture(params=["azure", "ftp", "azure-on-disk"])
 def target(request: pytest.FixtureRequest, azurite: Azurite, ftp_server: FtpServer, tmp_path: Path) -> Target:
     return Target(request.param, azurite, ftp_server, tmp_path)
 

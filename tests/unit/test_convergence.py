@@ -135,6 +135,7 @@ SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("age", pa.int64(
 
 class Convergence(RuleBasedStateMachine):
     mode = "difference"
+    app_settings: dict[str, str] = {}  # noqa: RUF012 - read only
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,7 +199,7 @@ class Convergence(RuleBasedStateMachine):
         run = Run(
             self.catalog,
             "sync",
-            Settings({}),
+            Settings(self.app_settings),
             record,
             destination=destination,
             state=self.state,
@@ -275,6 +276,21 @@ class InsertMachine(FinalRun, Convergence):
     mode = "insert"
 
 
+ON_DISK = {"FILECAST_DELTA_MEMORY_ROWS": "0"}  # every state diffed on disk (`core.delta.spilled`)
+
+
+class DifferenceOnDiskMachine(DifferenceMachine):
+    app_settings = ON_DISK
+
+
+class UpsertOnDiskMachine(UpsertMachine):
+    app_settings = ON_DISK
+
+
+class InsertOnDiskMachine(InsertMachine):
+    app_settings = ON_DISK
+
+
 PROFILE = settings(
     max_examples=EXAMPLES,
     stateful_step_count=12,
@@ -285,7 +301,11 @@ PROFILE = settings(
 TestDifference = DifferenceMachine.TestCase
 TestUpsert = UpsertMachine.TestCase
 TestInsert = InsertMachine.TestCase
-TestDifference.settings = TestUpsert.settings = TestInsert.settings = PROFILE
+TestDifferenceOnDisk = DifferenceOnDiskMachine.TestCase
+TestUpsertOnDisk = UpsertOnDiskMachine.TestCase
+TestInsertOnDisk = InsertOnDiskMachine.TestCase
+for case in (TestDifference, TestUpsert, TestInsert, TestDifferenceOnDisk, TestUpsertOnDisk, TestInsertOnDisk):
+    case.settings = PROFILE
 
 
 def test_the_why_scenario_converges_in_memory() -> None:
