@@ -62,6 +62,7 @@ PROPERTIES_PER_SHARD = 10
 ROWS_PER_SHARD = PROPERTY_BYTES * PROPERTIES_PER_SHARD // ENTRY_BYTES  # 26,666 rows, 639,984 bytes
 SHARDS_PER_TRANSACTION = 4  # 4 × ~853 KB of base64 < 4 MiB
 SHARDS_PER_PAGE = 5  # a page costs ~6 MB of SDK memory per shard
+STREAMED_SHARDS_PER_PAGE = 1  # `iter_entries`: two pages in flight cost ~12 MB, not ~60
 POINTER = "current"
 FORMAT = 1
 _BLOCK_BYTES = 4 << 20
@@ -189,13 +190,13 @@ class TableStorageStateStore:
         return entries
 
     def iter_entries(self, snapshot: Snapshot) -> Iterator[Entries]:
-        """The same entries a page of shards at a time, in order, the next page read meanwhile (so
-        at most two pages, about 6 MB, are held)."""
+        """The same entries a shard at a time, in order, the next shard read meanwhile (so at most
+        two shards are held: the bounded-memory diff of `core.delta.spilled` reads them)."""
         activation, info = snapshot.activation, snapshot.info
         if info is None:
             return
         got, ahead = 0, deque[tuple[Entries, Future[int]]]()
-        pages = iter(_pages(info.rows))
+        pages = iter(_pages(info.rows, STREAMED_SHARDS_PER_PAGE))
         with map_azure_errors(f"reading the delta state of `{activation}`"):
             while True:
                 while len(ahead) < 2 and (page := next(pages, None)) is not None:
@@ -220,7 +221,7 @@ class TableStorageStateStore:
         query = f"PartitionKey eq '{pk}' and RowKey ge '{_row(first)}' and RowKey lt '{_row(stop)}'"
         found = 0
         with map_azure_errors(f"reading the delta state of `{activation}`"):
-            for entity in query_entities(self.table, query, SHARDS_PER_PAGE):
+            for entity in query_entities(self.table, query, min(SHARDS_PER_PAGE, stop - first)):
                 index = int(entity["RowKey"][1:])
                 data = b"".join(binary(entity[f"d{i}"]) for i in range(PROPERTIES_PER_SHARD) if f"d{i}" in entity)
                 expected = min(ROWS_PER_SHARD, info.rows - index * ROWS_PER_SHARD)
@@ -366,10 +367,10 @@ def _shards(rows: int) -> int:
     return -(-rows // ROWS_PER_SHARD)
 
 
-def _pages(rows: int) -> list[tuple[int, int]]:
-    """The state's shards in pages of `SHARDS_PER_PAGE`: (first, stop) shard indices."""
+def _pages(rows: int, size: int = SHARDS_PER_PAGE) -> list[tuple[int, int]]:
+    """The state's shards in pages of `size`: (first, stop) shard indices."""
     shards = _shards(rows)
-    return [(i, min(i + SHARDS_PER_PAGE, shards)) for i in range(0, shards, SHARDS_PER_PAGE)]
+    return [(i, min(i + size, shards)) for i in range(0, shards, size)]
 
 
 def _check_complete(activation: str, info: StateInfo, got: int) -> None:
