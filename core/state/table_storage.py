@@ -66,6 +66,8 @@ STREAMED_SHARDS_PER_PAGE = 1  # `iter_entries`: two pages in flight cost ~12 MB,
 POINTER = "current"
 FORMAT = 1
 _BLOCK_BYTES = 4 << 20
+# A payload download reads 4 MiB at a time: the SDK's default first read of 32 MiB is held whole.
+_PAYLOAD_READS: dict[str, Any] = {"max_single_get_size": _BLOCK_BYTES, "max_chunk_get_size": _BLOCK_BYTES}
 
 
 def map_azure_errors(what: str) -> AbstractContextManager[None]:
@@ -109,7 +111,7 @@ class TableStorageStateStore:
         """Build the clients from a storage connection string (`table_hook` e.g. a `RequestCounter`)."""
         hooks: dict[str, Any] = {"raw_request_hook": table_hook} if table_hook else {}
         tables = TableServiceClient.from_connection_string(connection_string, **client_kwargs, **hooks)
-        blobs = BlobServiceClient.from_connection_string(connection_string, **client_kwargs)
+        blobs = BlobServiceClient.from_connection_string(connection_string, **_PAYLOAD_READS, **client_kwargs)
         return cls(tables.get_table_client(table_name), blobs.get_container_client(container_name))
 
     @classmethod
@@ -127,7 +129,7 @@ class TableStorageStateStore:
         """Build the clients from endpoints and a credential (e.g. a managed identity's)."""
         hooks: dict[str, Any] = {"raw_request_hook": table_hook} if table_hook else {}
         tables = TableServiceClient(table_url, credential=credential, **client_kwargs, **hooks)
-        blobs = BlobServiceClient(blob_url, credential=credential, **client_kwargs)
+        blobs = BlobServiceClient(blob_url, credential=credential, **_PAYLOAD_READS, **client_kwargs)
         return cls(tables.get_table_client(table_name), blobs.get_container_client(container_name))
 
     def close(self) -> None:
