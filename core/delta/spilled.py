@@ -23,6 +23,8 @@ the compressed rows. Temporary files are unlinked from the start, so nothing out
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import heapq
 import os
 import tempfile
@@ -35,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..error_codes import ErrorCode
-from ..errors import SettingError
+from ..errors import SettingError, StateError
 from ..read.spill import temp_directory
 from ..state.base import Entries
 from .diff import MAX_EXAMPLES, DeltaSummary, Differ, KeyWarning, Mode, OnDuplicateKey, _find, _order, key_error
@@ -70,6 +72,26 @@ def spill_from(raw: str | None) -> int:
             code=ErrorCode.INVALID_SETTING,
         )
     return value
+
+
+@contextlib.contextmanager
+def _local_disk() -> Iterator[None]:
+    """A failing temporary file (no space, no folder) as a clear, terminal error."""
+    try:
+        yield
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise StateError(
+            f"the delta state is diffed on disk (it has more than `{SPILL_SETTING}` entries) and the "
+            f"temporary folder `{tempfile.gettempdir()}` failed: {exc.strerror or exc}; "
+            + (
+                "free space there (a run needs about 60 bytes per row plus the rows compressed), or "
+                if full
+                else "make it writable (the `TMPDIR` environment variable moves it), or "
+            )
+            + f"raise `{SPILL_SETTING}` to diff in memory",
+            code=ErrorCode.DISK_FULL if full else ErrorCode.STATE_ERROR,
+        ) from None
 
 
 class _Records:
@@ -131,7 +153,20 @@ class SpilledDiffer:
         values: bool = False,
         keys: bool = False,
     ):
-        self.mode: Mode = mode
+        with _local_disk():
+            self._open(previous, mode, pending, key_columns, on_duplicate_key, values, keys)
+
+    def _open(
+        self,
+        previous: Callable[[], Iterable[Entries]] | None,
+        mode: Mode,
+        pending: bool,
+        key_columns: Sequence[str],
+        on_duplicate_key: OnDuplicateKey,
+        values: bool,
+        keys: bool,
+    ) -> None:
+        self.mode = mode
         self.full = previous is None
         self.pending = pending
         self.key_columns = list(key_columns)
@@ -180,6 +215,10 @@ class SpilledDiffer:
 
     def add(self, fp: Fingerprints, batch: pa.RecordBatch, mapped: pa.RecordBatch) -> None:
         """One source batch: its fingerprints to the current run, its rows to the spill."""
+        with _local_disk():
+            self._add(fp, batch, mapped)
+
+    def _add(self, fp: Fingerprints, batch: pa.RecordBatch, mapped: pa.RecordBatch) -> None:
         start, n = self.rows, len(fp)
         self.rows += n
         keep = np.flatnonzero(~fp.null_key)
@@ -227,6 +266,10 @@ class SpilledDiffer:
     # --- 2. once the source is read ---
 
     def finish(self) -> DeltaSummary:
+        with _local_disk():
+            return self._finish()
+
+    def _finish(self) -> DeltaSummary:
         self._flush_run()
         if self.writer is not None:
             self.writer.close()
@@ -328,8 +371,12 @@ class SpilledDiffer:
 
     def new_state(self) -> Iterator[Entries]:
         assert self.new_state_file is not None
-        for start in range(0, self.new_state_file.rows, CHUNK_ROWS):
-            records = self.new_state_file.read(start, min(start + CHUNK_ROWS, self.new_state_file.rows))
+        with _local_disk():
+            yield from self._new_state(self.new_state_file)
+
+    def _new_state(self, file: _Records) -> Iterator[Entries]:
+        for start in range(0, file.rows, CHUNK_ROWS):
+            records = file.read(start, min(start + CHUNK_ROWS, file.rows))
             yield Entries(records["hi"].copy(), records["lo"].copy(), records["content"].copy())
 
     def removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -345,6 +392,10 @@ class SpilledDiffer:
         """The spilled batches in source order with their outcomes (after `finish`)."""
         if not self.values or self.writer is None:
             return
+        with _local_disk():
+            yield from self._replay()
+
+    def _replay(self) -> Iterator[Replayed]:
         assert self.codes is not None and self.mapped_schema is not None
         offset, k, m = 0, len(self.key_columns), len(self.mapped_schema)
         self.spill.seek(0)

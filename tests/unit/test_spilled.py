@@ -15,7 +15,7 @@ from core.delta import spilled
 from core.delta.diff import Differ, Mode
 from core.delta.fingerprint import Fingerprints
 from core.delta.spilled import SpilledDiffer, spill_from
-from core.errors import InvalidKeys, SettingError
+from core.errors import InvalidKeys, SettingError, StateError
 from core.state.base import ADDED, GONE, SENT, Entries
 from tests.helpers import examples
 
@@ -145,6 +145,26 @@ def test_a_null_key_fails_as_it_streams() -> None:
     rows: list[tuple[tuple[int, int] | None, int]] = [((1, 0), 1), (None, 1)]
     with pytest.raises(InvalidKeys, match="a NULL in the primary key"):
         disk.add(fingerprints(rows), source_batch(rows, 0), source_batch(rows, 0))
+
+
+def test_a_full_temporary_disk_is_a_clear_error() -> None:
+    """Writes that meet ENOSPC (here /dev/full) fail the run as `disk_full`, saying what to do."""
+    disk = SpilledDiffer(None, "upsert", key_columns=["id"])
+    disk.runs.file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - closed by `close`
+    rows: list[tuple[tuple[int, int] | None, int]] = [((i, 0), 1) for i in range(10)]
+    disk.add(fingerprints(rows), source_batch(rows, 0), source_batch(rows, 0))  # buffered: no write yet
+    with pytest.raises(StateError, match="FILECAST_DELTA_MEMORY_ROWS") as caught:
+        disk.finish()
+    assert caught.value.code == "disk_full" and "No space left on device" in caught.value.message
+    assert "free space there" in caught.value.message
+    disk.close()
+
+
+def test_a_missing_temporary_folder_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setattr(spilled, "temp_directory", lambda: tmp_path / "gone")
+    with pytest.raises(StateError, match="make it writable") as caught:
+        SpilledDiffer(None, "upsert", key_columns=["id"])
+    assert caught.value.code == "state_error"
 
 
 def peak_bytes(n: int) -> int:
