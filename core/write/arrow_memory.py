@@ -1,4 +1,5 @@
-"""Arrow's memory for runs: jemalloc with prompt page return, and no pandas behind pyarrow's back.
+"""Arrow's memory for runs: jemalloc with prompt page return, and no pandas behind pyarrow's back;
+and at most two glibc malloc arenas.
 
 pyarrow allocates through mimalloc by default, which keeps freed pages for reuse: the text
 writers build and drop tens of MB of intermediate string arrays per batch, and mimalloc held
@@ -11,10 +12,17 @@ ask whether the value is a pandas one: about 50 MB of RSS and 0.4 s, a quarter o
 memory, for nothing an export uses (pandas is not a dependency of Filecast; a developer's venv
 has it). Those imports come from pyarrow's C++ and Cython code; an `import pandas` statement in
 Python code (a test, a notebook) still imports it, after which pyarrow uses it as before.
+
+glibc gives each thread that allocates an arena of its own (up to 8 per core), and each keeps the
+memory it freed: a run's encoder, upload, fingerprint and state threads held 10-13 MB more at the
+peak of a 10 M-row delta run than with two arenas (`MALLOC_ARENA_MAX=2`, measured twice each), at
+the same speed. A run sets that cap itself (`mallopt`), for the arenas created from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import logging
 import sys
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 _done = threading.Event()
 
 
+_M_ARENA_MAX = -8  # glibc's malloc.h
+MALLOC_ARENAS = 2
 _IMPORT_NAME = 108  # dis.opmap["IMPORT_NAME"], the same on Python 3.11 to 3.13
 
 
@@ -60,6 +70,8 @@ def use_lean_pool() -> None:
     if _done.is_set():
         return
     _done.set()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to cap
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _ImplicitPandas())
     try:
