@@ -9,26 +9,15 @@ Checked in a fresh interpreter (imports are process state), running the CLI's ow
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import fresh_python
 
 
 def _loaded(code: str, tmp_path: Path) -> dict[str, bool]:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
-    loaded: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    out = fresh_python(code, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    loaded: dict[str, bool] = json.loads(out.splitlines()[-1])
     return loaded
 
 
