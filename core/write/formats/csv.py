@@ -54,9 +54,10 @@ from .text import (
 
 LINE_ENDINGS = {"\n": "\n", "\r\n": "\r\n", "lf": "\n", "crlf": "\r\n"}
 BOM = "\ufeff".encode()
-# pyarrow's CSV writer encodes a source batch (16,384 rows from DuckDB) faster whole than as two
-# slices on two threads: measured on 2 cores, the same wall time for about 0.15 CPU-s less
-# (thread hand-offs and allocator traffic) per million rows, CPU the MD5 and upload threads use.
+# pyarrow's CSV writer encodes a source batch (16,384 rows from DuckDB) whole rather than as two
+# slices on two threads: measured on 2 cores, slicing cost 0.12-0.2 CPU-s more per million rows
+# (per-slice set-up, thread hand-offs) and was no faster, slower under load, since the MD5, the
+# source and the upload (or the server, on the same machine) use the other core.
 ARROW_SLICE_ROWS = 32_768
 
 
