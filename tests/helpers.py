@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from datetime import UTC, datetime
@@ -104,6 +105,22 @@ def unavailable(what: str, exc: Exception) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (FILECAST_REQUIRE_SERVICES=1 turns this skip into a failure)")
     pytest.skip(message)
+
+
+def fresh_python(code: str, env: dict[str, str] | None = None) -> str:
+    """Runs `code` (dedented) in a fresh interpreter at the repository root and returns its stdout;
+    for what is process state, such as which modules an import loads."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def examples(full: int) -> int:

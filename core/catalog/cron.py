@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from croniter import croniter
-
 CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 CRON_NAMES = {
     3: ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
@@ -38,4 +36,6 @@ def cron_problem(expression: str) -> str | None:
                     )
                 if not low <= number <= high:
                     return f"`{expression}`: the {name} `{value}` is out of range ({low}-{high})"
+    from croniter import croniter  # loaded by a catalog that has a schedule, not by every run
+
     return None if croniter.is_valid(expression) else f"`{expression}` is not {usage}"

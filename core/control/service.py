@@ -19,8 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from croniter import croniter
+from typing import TYPE_CHECKING
 
 from ..catalog.model import Catalog
 from ..catalog.parse import load_catalog
@@ -32,8 +31,6 @@ from ..run.engine import Run, RunResult
 from ..run.records import RunRecord, iso, new_run_id, parse_time
 from ..settings import STORAGE_SETTING, Settings
 from ..state.base import StateStore
-from . import alerts
-from .stores import CatalogStore, Leases, RunStore, ScheduleMarks, StorageRunQueue, Tables
 from .stores_base import (
     CatalogStoreProtocol,
     LeasesProtocol,
@@ -41,6 +38,9 @@ from .stores_base import (
     RunStoreProtocol,
     ScheduleMarksProtocol,
 )
+
+if TYPE_CHECKING:  # the Table Storage stores and the alerts load the Azure SDK: a run without storage needs neither
+    from .stores import Tables
 
 log = logging.getLogger(__name__)
 
@@ -83,36 +83,48 @@ class Services:
     @property
     def tables(self) -> Tables:
         if self._tables is None:
+            from .stores import Tables
+
             self._tables = Tables(self.settings)
         return self._tables
 
     @property
     def catalogs(self) -> CatalogStoreProtocol:
         if self._catalogs is None:
+            from .stores import CatalogStore
+
             self._catalogs = CatalogStore(self.tables)
         return self._catalogs
 
     @property
     def runs(self) -> RunStoreProtocol:
         if self._runs is None:
+            from .stores import RunStore
+
             self._runs = RunStore(self.tables)
         return self._runs
 
     @property
     def leases(self) -> LeasesProtocol:
         if self._leases is None:
+            from .stores import Leases
+
             self._leases = Leases(self.tables, self.clock)
         return self._leases
 
     @property
     def marks(self) -> ScheduleMarksProtocol:
         if self._marks is None:
+            from .stores import ScheduleMarks
+
             self._marks = ScheduleMarks(self.tables)
         return self._marks
 
     @property
     def queue(self) -> RunQueue:
         if self._queue is None:
+            from .stores import StorageRunQueue
+
             self._queue = StorageRunQueue(self.settings)
         return self._queue
 
@@ -205,6 +217,8 @@ async def run_activation(
                 await renewer
         runs.save(result.record)
         if alert:  # after the record is saved; bounded, never raises
+            from . import alerts
+
             await alerts.notify(services, catalog, result.record)
         return result
     finally:
@@ -335,6 +349,8 @@ async def handle_run_message(
         result.record.status = "queued"
         services.runs.save(result.record)
     if result.record.status != "queued":  # a retried run alerts only once it ended for good
+        from . import alerts
+
         await alerts.notify(services, catalog, result.record)
     return result
 
@@ -357,6 +373,8 @@ def mark_poisoned(settings: Settings, body: str, *, services: Services | None = 
         }
         record.finished_at = services.clock.now()
         runs.save(record)
+        from . import alerts
+
         alerts.notify_poisoned(services, record)
     return record
 
@@ -368,6 +386,8 @@ def utcnow() -> datetime:
 
 def due_occurrence(schedule: str, since: datetime, now: datetime) -> datetime | None:
     """The latest occurrence of `schedule` in (since, now], if any: missed ones collapse into it."""
+    from croniter import croniter  # the scheduler's alone: a run does not load it
+
     latest = croniter(schedule, now + timedelta(microseconds=1)).get_prev(datetime)
     latest = latest if latest.tzinfo else latest.replace(tzinfo=UTC)
     return latest if since < latest <= now else None

@@ -7,28 +7,16 @@ development dependency only; without it there is nothing to keep out.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import fresh_python
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed")
 
 
 def _run(code: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return fresh_python(code)
 
 
 def test_a_csv_encoding_does_not_import_pandas_and_an_explicit_import_still_works() -> None:

@@ -293,11 +293,18 @@ def _encode_fitting(encode: Callable[[pa.RecordBatch], Chunk], batch: pa.RecordB
         return _encode_fitting(encode, batch.slice(0, half)) + _encode_fitting(encode, batch.slice(half))
 
 
-def run_sliced(batch: pa.RecordBatch, encode: Callable[[pa.RecordBatch], Chunk], skip: int = 0) -> bytes:
+def run_sliced(
+    batch: pa.RecordBatch,
+    encode: Callable[[pa.RecordBatch], Chunk],
+    skip: int = 0,
+    *,
+    min_rows: int = MIN_SLICE_ROWS,
+) -> bytes:
     """The bytes of `batch` encoded in row slices, in parallel when there are several, joined in
-    order with one copy; `skip` drops leading bytes (a separator the first row must not have)."""
+    order with one copy; `skip` drops leading bytes (a separator the first row must not have).
+    A slice has at least `min_rows` rows (an encoder whose per-slice cost is high asks for more)."""
     rows = batch.num_rows
-    size = min(MAX_SLICE_ROWS, max(MIN_SLICE_ROWS, -(-rows // _THREADS)))
+    size = min(max(MAX_SLICE_ROWS, min_rows), max(min_rows, -(-rows // _THREADS)))
     if rows <= size:
         chunks = _encode_fitting(encode, batch)
     else:
