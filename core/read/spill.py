@@ -20,13 +20,12 @@ _folder: Path | None = None
 
 
 def temp_directory() -> Path:
-    """This process's spill folder, `<tmp>/filecast-duckdb-<pid>` (created when missing)."""
+    """This process's spill folder, `<tmp>/filecast-duckdb-<pid>-<random>`, mode 0700 (created
+    again if removed)."""
     global _folder
     with _lock:
         if _folder is None or not _folder.is_dir():
-            folder = Path(tempfile.gettempdir()) / f"filecast-duckdb-{os.getpid()}"
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if _folder is None:
-                atexit.register(shutil.rmtree, folder, True)
-            _folder = folder
+            # Created, never adopted: a name someone else made first (shared /tmp) gets a fresh one.
+            _folder = Path(tempfile.mkdtemp(prefix=f"filecast-duckdb-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, _folder, True)
         return _folder

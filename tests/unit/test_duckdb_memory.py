@@ -72,7 +72,8 @@ def test_source_settings_default_cap_and_spill_folder(tmp_path: Path) -> None:
         folder = Path(_setting(source, "temp_directory"))
         assert folder == temp_directory()
         assert folder.parent == Path(tempfile.gettempdir())
-        assert folder.name == f"filecast-duckdb-{os.getpid()}"
+        assert folder.name.startswith(f"filecast-duckdb-{os.getpid()}-")
+        assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
     finally:
         source.close()
     limited = DuckDBSource(tmp_path / "spill.duckdb", memory_limit="32000KB")  # as the catalog hands it over
