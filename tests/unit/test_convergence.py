@@ -12,6 +12,10 @@ inserts them, DIFFERENCE applies `_added`/`_updated` as upserts and `_removed` a
 every successful run, and after a final clean one, that view must equal the source; and every run
 record must list exactly the files it published.
 
+Each mode runs twice: with the default diff (in memory for these small states) and with every
+state diffed on disk (`FILECAST_DELTA_MEMORY_ROWS=0`, `core.delta.spilled`); the on-disk machines
+were also run with 150 examples each.
+
 `FILECAST_CONVERGENCE_EXAMPLES` sets the examples per sync mode (default 40: CI stays within
 a minute or two; 10 under `make test-unit`); it was run with 200 and 500 (2,100 examples in all, README).
 """
