@@ -38,4 +38,8 @@ NOT_SET_BY_TEMPLATES: dict[str, str] = {
     "FILECAST_FTP_TIMEOUT": "optional: the 30 s default suits most servers; set it by hand for slow ones",
     "FILECAST_SFTP_TIMEOUT": "optional, as FILECAST_FTP_TIMEOUT",
     "FILECAST_AZURE_TIMEOUT": "optional: the 20 s default suits Azure; set it by hand for a slow network",
+    "FILECAST_DELTA_MEMORY_ROWS": (
+        "optional: the 2 M default keeps a delta run's diff under about 50 MB on any plan; set it by "
+        "hand to trade memory for speed"
+    ),
 }
