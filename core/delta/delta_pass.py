@@ -127,20 +127,21 @@ class DeltaPass:
         if comparable and snapshot.info.rows <= self.spill_from:  # type: ignore[union-attr]
             self._loading = _LOADER.submit(lambda: self._differ_of(self.store.read_entries(snapshot)))
         else:
+            payload = self.mode == "difference" and not self.preview  # its rows and keys, replayed into it
             self.spilled = SpilledDiffer(
                 (lambda: self.store.iter_entries(snapshot)) if comparable else None,
                 self.mode,  # type: ignore[arg-type]
                 pending=comparable and snapshot.pending,
                 key_columns=self.model.primary_key,
                 on_duplicate_key=self.activation.on_duplicate_key,  # type: ignore[arg-type]
-                values=self.mode == "difference" and not self.preview,
-                keys=self.mode == "difference" and not self.preview,
+                values=payload,
+                keys=payload,
             )
         if not self.preview and self.mode == "difference":  # its payload streams into the new generation
             self.generation = self.store.begin(self.activation.id)
 
-    def _differ_of(self, previous: Entries | None) -> Differ:
-        pending = previous is not None and self.snapshot is not None and self.snapshot.pending
+    def _differ_of(self, previous: Entries) -> Differ:
+        pending = self.snapshot is not None and self.snapshot.pending
         return Differ(
             previous,
             self.mode,  # type: ignore[arg-type]
@@ -184,16 +185,18 @@ class DeltaPass:
             every, none = np.ones(len(fp), dtype=bool), np.zeros(len(fp), dtype=bool)
             return Routed(every, every, none) if self.spilled.full else Routed(none, none, none)
         delta = self._ready().classify(fp, batch)
-        self._keep(mapped, delta.tracked, fp.key_array)
+        self._keep(mapped, delta.tracked, fp.key_array() if self.payload is not None else None)
         added = delta.export if delta.full else delta.added
         return Routed(delta.export, added, delta.updated & ~added)
 
-    def _keep(self, mapped: pa.RecordBatch, tracked: np.ndarray, keys: Any) -> None:
-        """DIFFERENCE: the tracked rows' values into the new payload (`keys()`: their fingerprints)."""
+    def _keep(self, mapped: pa.RecordBatch, tracked: np.ndarray, keys: pa.Array | None) -> None:
+        """DIFFERENCE: the tracked rows' values into the new payload, with their key fingerprints
+        (computed, or spilled, only when there is a payload)."""
         if self.payload is not None and tracked.any():
+            assert keys is not None
             self.payload.write_batch(
                 pa.RecordBatch.from_arrays(
-                    [*mapped.filter(pa.array(tracked)).columns, keys().filter(pa.array(tracked))],
+                    [*mapped.filter(pa.array(tracked)).columns, keys.filter(pa.array(tracked))],
                     schema=self.payload_schema,
                 )
             )
@@ -209,8 +212,7 @@ class DeltaPass:
             return
         full = self.spilled.full
         for rows in self.spilled.replay():
-            assert rows.mapped is not None
-            self._keep(rows.mapped, rows.added | rows.updated | rows.unchanged, lambda keys=rows.keys: keys)
+            self._keep(rows.mapped, rows.added | rows.updated | rows.unchanged, rows.keys)
             if not full:
                 yield rows.mapped, Routed(rows.added | rows.updated, rows.added, rows.updated)
 

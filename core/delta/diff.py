@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InvalidKeys
-from ..state.base import ADDED, CONTENT_BITS, GONE, SENT, Entries, settle
+from ..state.base import ADDED, CHUNK_ROWS, CONTENT_BITS, GONE, SENT, Entries, settle
 from .fingerprint import Fingerprints, split_key_array
 
 Mode = Literal["insert", "upsert", "difference"]
@@ -52,7 +52,6 @@ MAX_EXAMPLES = 5
 _MAX_RUN = 1 << 18  # rows; bounds the extra memory of an LSM merge (2 × 6 MB)
 _FILTER_BITS = 26  # a 2**26-bit (8 MB) filter of added keys, once they pass _FILTER_FROM
 _FILTER_FROM = 1 << 18
-_CHUNK_ROWS = 1 << 16  # rows per chunk of the new state (~1.5 MB)
 
 
 @dataclass(frozen=True)
@@ -323,7 +322,7 @@ class Differ:
         if keep_all:
             prev.content[~self.seen] = GONE  # removals sent: tombstones until the run is committed
         total = (len(prev) if keep_all else int(self.seen.sum())) + sum(len(r) for r in self.runs)
-        parts = max(1, -(-total // _CHUNK_ROWS))
+        parts = max(1, -(-total // CHUNK_ROWS))
         bounds = [np.uint64(min((1 << 64) * j // parts, (1 << 64) - 1)) for j in range(parts)]
         for j in range(parts):
             pieces = []

@@ -39,7 +39,7 @@ import pyarrow as pa
 from ..error_codes import ErrorCode
 from ..errors import SettingError, StateError
 from ..read.spill import temp_directory
-from ..state.base import Entries
+from ..state.base import CHUNK_ROWS, Entries
 from .diff import MAX_EXAMPLES, DeltaSummary, Differ, KeyWarning, Mode, OnDuplicateKey, _find, _order, key_error
 from .fingerprint import Fingerprints
 
@@ -49,7 +49,6 @@ RUN_ROWS = 1 << 17  # rows per sorted run (4 MB buffered)
 MERGE_ROWS = 1 << 16  # rows (source + state) per merge step, at least one key range
 RANGE_BITS = 12
 RANGES = 1 << RANGE_BITS
-CHUNK_ROWS = 1 << 16  # rows per chunk of the new state handed to the store
 
 ADDED, UPDATED, UNCHANGED, DUPLICATE = 1, 2, 3, 4  # `codes`; 0: a NULL key, never tracked
 RUN = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("content", "<u8"), ("seq", "<i8")])
@@ -119,6 +118,18 @@ class _Records:
         self.file.close()
 
 
+def _records(entries: Entries) -> np.ndarray:
+    """Entries as `ENTRY` records, for a temporary file."""
+    records = np.empty(len(entries), ENTRY)
+    records["hi"], records["lo"], records["content"] = entries.hi, entries.lo, entries.content
+    return records
+
+
+def _entries(records: np.ndarray) -> Entries:
+    """Records read back (read-only buffers) as owned, writable entries."""
+    return Entries(records["hi"].copy(), records["lo"].copy(), records["content"].copy())
+
+
 def _range_offsets(hi: np.ndarray) -> np.ndarray:
     """For sorted key fingerprints: where each of the `RANGES` key ranges starts (and the end)."""
     return np.searchsorted(hi >> _SHIFT, np.arange(RANGES + 1, dtype=np.uint64), "left").astype(np.int64)
@@ -128,7 +139,7 @@ def _range_offsets(hi: np.ndarray) -> np.ndarray:
 class Replayed:
     """One spilled batch, in source order, with its rows' outcomes."""
 
-    mapped: pa.RecordBatch | None  # None when only the key columns were spilled
+    mapped: pa.RecordBatch
     added: np.ndarray
     updated: np.ndarray
     unchanged: np.ndarray
@@ -153,19 +164,6 @@ class SpilledDiffer:
         values: bool = False,
         keys: bool = False,
     ):
-        with _local_disk():
-            self._open(previous, mode, pending, key_columns, on_duplicate_key, values, keys)
-
-    def _open(
-        self,
-        previous: Callable[[], Iterable[Entries]] | None,
-        mode: Mode,
-        pending: bool,
-        key_columns: Sequence[str],
-        on_duplicate_key: OnDuplicateKey,
-        values: bool,
-        keys: bool,
-    ) -> None:
         self.mode = mode
         self.full = previous is None
         self.pending = pending
@@ -173,28 +171,26 @@ class SpilledDiffer:
         self.fail = on_duplicate_key == "fail"
         self.values, self.keys = values or not self.full, keys
         self.rows = 0
-        self.runs = _Records(RUN)
         self.run_offsets: list[tuple[int, np.ndarray]] = []  # per run: its first record, its ranges
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
-        self.spill = tempfile.TemporaryFile(dir=temp_directory())  # noqa: SIM115
         self.writer: pa.RecordBatchStreamWriter | None = None
         self.mapped_schema: pa.Schema | None = None
         self.null_rows = 0
         self.null_examples: list[dict[str, Any]] = []
         self.codes: np.ndarray | None = None
-        self.state: _Records | None = None
         self.state_offsets: np.ndarray | None = None
         self.state_error: BaseException | None = None
+        self.new_state_file: _Records | None = None
+        self.removed = Entries.empty()  # sorted, set by `finish`
+        with _local_disk():
+            self.runs = _Records(RUN)
+            self.spill = tempfile.TemporaryFile(dir=temp_directory())  # noqa: SIM115
+            self.state = _Records(ENTRY) if previous is not None else None
         self.loader: threading.Thread | None = None
         if previous is not None:
-            self.state = _Records(ENTRY)
             self.loader = threading.Thread(target=self._load, args=(previous,), name="state-spill", daemon=True)
             self.loader.start()
-        self.new_state_file: _Records | None = None
-        self.removed_hi: np.ndarray = np.zeros(0, np.uint64)
-        self.removed_lo: np.ndarray = np.zeros(0, np.uint64)
-        self.removed_content: np.ndarray = np.zeros(0, np.uint64)
 
     # --- 1. while the source streams ---
 
@@ -204,9 +200,7 @@ class SpilledDiffer:
         counts = np.zeros(RANGES, np.int64)
         try:
             for chunk in previous():
-                records = np.empty(len(chunk), ENTRY)
-                records["hi"], records["lo"], records["content"] = chunk.hi, chunk.lo, chunk.content
-                self.state.append(records)
+                self.state.append(_records(chunk))
                 counts += np.bincount((chunk.hi >> _SHIFT).astype(np.int64), minlength=RANGES)
         except BaseException as exc:  # raised by `finish`
             self.state_error = exc
@@ -290,8 +284,7 @@ class SpilledDiffer:
             src = np.concatenate(parts) if parts else np.zeros(0, RUN)
             prev = None
             if self.state is not None:
-                old = self.state.read(int(state_offsets[first]), int(state_offsets[stop]))
-                prev = Entries(old["hi"].copy(), old["lo"].copy(), old["content"].copy())
+                prev = _entries(self.state.read(int(state_offsets[first]), int(state_offsets[stop])))
             differ = Differ(prev, self.mode, pending=self.pending, key_columns=self.key_columns)
             fp = Fingerprints(src["hi"].copy(), src["lo"].copy(), src["content"].copy(), np.zeros(len(src), bool))
             delta = differ.classify(fp)
@@ -308,11 +301,9 @@ class SpilledDiffer:
             if not self.full:
                 removed.append(summary.removed_keys())  # before `new_state` marks tombstones
             for chunk in summary.new_state():
-                self._append_state(chunk)
-        if removed:
-            gone = Entries.concat(removed)
-            self.removed_hi, self.removed_lo, self.removed_content = gone.hi, gone.lo, gone.content
-        self._close_runs()
+                self.new_state_file.append(_records(chunk))
+        self.removed = Entries.concat(removed)
+        self.runs.close()
         counts["read"] += self.null_rows
         counts["null_key"] = self.null_rows
         counts["exported"] = self.rows if self.full else counts["added"] + counts["updated"]
@@ -331,12 +322,6 @@ class SpilledDiffer:
             if total >= MERGE_ROWS or i == RANGES - 1:
                 yield first, i + 1
                 first, total = i + 1, 0
-
-    def _append_state(self, chunk: Entries) -> None:
-        assert self.new_state_file is not None
-        records = np.empty(len(chunk), ENTRY)
-        records["hi"], records["lo"], records["content"] = chunk.hi, chunk.lo, chunk.content
-        self.new_state_file.append(records)
 
     def _warnings(self, counts: dict[str, int], duplicates: list[int]) -> list[KeyWarning]:
         out = []
@@ -376,15 +361,13 @@ class SpilledDiffer:
 
     def _new_state(self, file: _Records) -> Iterator[Entries]:
         for start in range(0, file.rows, CHUNK_ROWS):
-            records = file.read(start, min(start + CHUNK_ROWS, file.rows))
-            yield Entries(records["hi"].copy(), records["lo"].copy(), records["content"].copy())
+            yield _entries(file.read(start, min(start + CHUNK_ROWS, file.rows)))
 
     def removed_mask(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        gone = Entries(self.removed_hi, self.removed_lo, self.removed_content)
-        return np.asarray(_find(gone, hi, lo) >= 0)
+        return np.asarray(_find(self.removed, hi, lo) >= 0)
 
     def removed_keys(self) -> Entries:
-        return Entries(self.removed_hi, self.removed_lo, self.removed_content)
+        return self.removed
 
     # --- 3. the spilled rows, routed ---
 
@@ -408,11 +391,7 @@ class SpilledDiffer:
 
     def close(self) -> None:
         """Remove the temporary files (also done at garbage collection and exit: they are unlinked)."""
-        self._close_runs()
-        for records in (self.state, self.new_state_file):
+        for records in (self.runs, self.state, self.new_state_file):
             if records is not None:
                 records.close()
         self.spill.close()
-
-    def _close_runs(self) -> None:
-        self.runs.close()

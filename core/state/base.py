@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import StateConflict
 
 ENTRY_BYTES = 24
+CHUNK_ROWS = 1 << 16  # rows per chunk of entries handed between a run and a store (~1.5 MB)
 SENT = np.uint64(1 << 63)  # content bit: sent by the run that wrote the generation, delivery unknown
 ADDED = np.uint64(1 << 62)  # with SENT: sent as a new row (`_added`), so the partner may lack it
 CONTENT_BITS = np.uint64((1 << 62) - 1)  # what a content fingerprint keeps of its 64 bits

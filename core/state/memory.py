@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import StateError, StateUnavailable
-from .base import Entries, Snapshot, StateInfo, conflict_error, new_generation_id
-
-CHUNK_ROWS = 1 << 16  # rows per chunk of `iter_entries`
+from .base import CHUNK_ROWS, Entries, Snapshot, StateInfo, conflict_error, new_generation_id
 
 
 @dataclass
