@@ -132,6 +132,23 @@ def examples(full: int) -> int:
 # --- exports of the demo's customers (FTP and SFTP destinations) ----------------------------------
 
 AT = "2025-04-14T06:00:00Z"
+# The demo database's `customers` table (examples/make_demo.py): its columns and DuckDB types, in order.
+CUSTOMER_COLUMNS = {
+    "customer_id": "INTEGER",
+    "first_name": "VARCHAR",
+    "last_name": "VARCHAR",
+    "email": "VARCHAR",
+    "phone": "VARCHAR",
+    "age": "SMALLINT",
+    "country": "VARCHAR",
+    "plan": "VARCHAR",
+    "vip": "BOOLEAN",
+    "lifetime_value": "DECIMAL(12,2)",
+    "signup_date": "DATE",
+    "last_seen_at": "TIMESTAMPTZ",
+    "notes": "VARCHAR",
+    "is_active": "BOOLEAN",
+}
 SMALL = "select * from customers where customer_id <= 3000"
 
 

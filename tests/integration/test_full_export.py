@@ -14,24 +14,9 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devtools.services import Azurite, FtpServer
-from tests.helpers import cli, run_record, write_catalog
+from tests.helpers import CUSTOMER_COLUMNS, cli, run_record, write_catalog
 
-COLUMNS = {
-    "customer_id": "INTEGER",
-    "first_name": "VARCHAR",
-    "last_name": "VARCHAR",
-    "email": "VARCHAR",
-    "phone": "VARCHAR",
-    "age": "SMALLINT",
-    "country": "VARCHAR",
-    "plan": "VARCHAR",
-    "vip": "BOOLEAN",
-    "lifetime_value": "DECIMAL(12,2)",
-    "signup_date": "DATE",
-    "last_seen_at": "TIMESTAMPTZ",
-    "notes": "VARCHAR",
-    "is_active": "BOOLEAN",
-}
+COLUMNS = CUSTOMER_COLUMNS
 PASSWORDS = {"FTP_ALEX_PASSWORD": "alex-secret-pw", "FTP_READER_PASSWORD": "reader-secret-pw"}
 
 

@@ -30,29 +30,14 @@ from azure.storage.blob import BlobServiceClient
 from core.write.formats import WRITERS
 from devtools.postgres import PostgresServer
 from devtools.services import Azurite, free_port
-from tests.helpers import REPO, cli, run_record, write_catalog
+from tests.helpers import CUSTOMER_COLUMNS, REPO, cli, run_record, write_catalog
 
 pytest_plugins = ["tests.integration.conftest_postgres"]
 
 pytestmark = pytest.mark.integration
 
 URI_SETTING = "CRM_POSTGRES_URI"
-COLUMNS = {
-    "customer_id": "INTEGER",
-    "first_name": "VARCHAR",
-    "last_name": "VARCHAR",
-    "email": "VARCHAR",
-    "phone": "VARCHAR",
-    "age": "SMALLINT",
-    "country": "VARCHAR",
-    "plan": "VARCHAR",
-    "vip": "BOOLEAN",
-    "lifetime_value": "DECIMAL(12,2)",
-    "signup_date": "DATE",
-    "last_seen_at": "TIMESTAMPTZ",
-    "notes": "VARCHAR",
-    "is_active": "BOOLEAN",
-}
+COLUMNS = CUSTOMER_COLUMNS
 MAX_RSS_MB = 400  # the CLI child exporting 1 M rows; the CSV alone is about 160 MB
 
 
