@@ -140,6 +140,38 @@ def filecast_run(
     return done, record
 
 
+AZURE_DESTINATION = {
+    "type": "azure_blob",
+    "container": CONTAINER,
+    "connection_setting": "BENCH_STORAGE",
+    "create_container": True,
+}
+
+
+def sync_activation(mode: str) -> dict[str, Any]:
+    """A FULL THEN DELTA activation of the bench model in `mode`, to CSV files named per run."""
+    return {
+        "model": "bench",
+        "destination": "out",
+        "file_name": "sync_{run_id}",
+        "format": "csv",
+        "run_type": "full_then_delta",
+        "sync_mode": mode,
+    }
+
+
+def limit_run(
+    database: Path, fmt: str, target: str, name: str, env: dict[str, str]
+) -> tuple[measure.Measured, dict[str, Any]]:
+    """The limit's child (`bench.limit_child`: DuckDB COPY, then the raw upload) and the steps it reports."""
+    command = [sys.executable, "-m", "bench.limit_child", "--database", str(database), "--format", fmt]
+    done = measure.run([*command, "--target", target, "--name", name], env, cwd=str(ROOT))
+    if not done.ok:
+        raise VerifyError(done.failure())
+    steps: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done, steps
+
+
 def azure_env(azurite: Azurite) -> dict[str, str]:
     connection = azurite.connection_string
     return {**os.environ, "BENCH_STORAGE": connection, "BENCH_AZURE_CONNECTION": connection, "PYTHONPATH": str(ROOT)}
@@ -152,12 +184,7 @@ def filecast_azure(sample: Sample, database: Path, fmt: str, work: Path) -> None
             work,
             database,
             fmt,
-            {
-                "type": "azure_blob",
-                "container": CONTAINER,
-                "connection_setting": "BENCH_STORAGE",
-                "create_container": True,
-            },
+            AZURE_DESTINATION,
         )
         done, record = filecast_run(catalog, "export", env)
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
@@ -201,24 +228,8 @@ def limit_azure(sample: Sample, database: Path, fmt: str, work: Path) -> None:
         env = azure_env(azurite)
         asyncio.run(_create_container(azurite.connection_string))
         name = f"limit.{fmt}"
-        command = [
-            sys.executable,
-            "-m",
-            "bench.limit_child",
-            "--database",
-            str(database),
-            "--format",
-            fmt,
-            "--target",
-            "azure",
-            "--name",
-            name,
-        ]
-        done = measure.run(command, env, cwd=str(ROOT))
-        if not done.ok:
-            raise VerifyError(done.failure())
+        done, steps = limit_run(database, fmt, "azure", name, env)
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
-        steps = json.loads(done.stdout.strip().splitlines()[-1])
         sample.detail.update(steps)
         if steps["rows"] != sample.rows:
             raise VerifyError(f"COPY wrote {steps['rows']} rows, {sample.rows} expected")
@@ -255,23 +266,7 @@ def ftp_side(sample: Sample, database: Path, work: Path, side: str) -> None:
             [file] = record["files"]
             path, expected = root / file["path"], file["bytes"]
         else:
-            command = [
-                sys.executable,
-                "-m",
-                "bench.limit_child",
-                "--database",
-                str(database),
-                "--format",
-                "csv",
-                "--target",
-                "ftp",
-                "--name",
-                "limit.csv",
-            ]
-            done = measure.run(command, env, cwd=str(ROOT))
-            if not done.ok:
-                raise VerifyError(done.failure())
-            steps = json.loads(done.stdout.strip().splitlines()[-1])
+            done, steps = limit_run(database, "csv", "ftp", "limit.csv", env)
             sample.detail.update(steps)
             path, expected = root / "limit.csv", steps["bytes"]
         sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
@@ -301,22 +296,8 @@ def filecast_sync_memory(sample: Sample, source: Path, mode: str, work: Path) ->
             work,
             database,
             "csv",
-            {
-                "type": "azure_blob",
-                "container": CONTAINER,
-                "connection_setting": "BENCH_STORAGE",
-                "create_container": True,
-            },
-            {
-                "sync": {
-                    "model": "bench",
-                    "destination": "out",
-                    "file_name": "sync_{run_id}",
-                    "format": "csv",
-                    "run_type": "full_then_delta",
-                    "sync_mode": mode,
-                }
-            },
+            AZURE_DESTINATION,
+            {"sync": sync_activation(mode)},
         )
         first, record = filecast_run(catalog, "sync", env, "2025-04-01T06:00:00Z")
         if record["rows"]["exported"] != sample.rows:

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import duckdb
 
-from bench.cases import CONTAINER, Sample, VerifyError, azure_env, filecast_catalog, filecast_run, verify_blobs
+from bench.cases import (
+    AZURE_DESTINATION,
+    Sample,
+    VerifyError,
+    azure_env,
+    filecast_catalog,
+    filecast_run,
+    sync_activation,
+    verify_blobs,
+)
 from bench.data import TABLE, working_copy
 from devtools.services import Azurite
 
@@ -64,27 +73,14 @@ def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
         env = {**azure_env(azurite), "AzureWebJobsStorage": azurite.connection_string}
         log = azurite.log_path
         assert log is not None
-        destination = {
-            "type": "azure_blob",
-            "container": CONTAINER,
-            "connection_setting": "BENCH_STORAGE",
-            "create_container": True,
-        }
         catalog = filecast_catalog(
             work,
             database,
             "csv",
-            destination,
+            AZURE_DESTINATION,
             {
                 "export": {"model": "bench", "destination": "out", "file_name": "full", "format": "csv"},
-                "sync": {
-                    "model": "bench",
-                    "destination": "out",
-                    "file_name": "sync_{run_id}",
-                    "format": "csv",
-                    "run_type": "full_then_delta",
-                    "sync_mode": "upsert",
-                },
+                "sync": sync_activation("upsert"),
             },
         )
         plan = [
