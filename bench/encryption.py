@@ -1,6 +1,6 @@
 """Benchmark of OpenPGP encryption: a whole export run encrypted vs the same run unencrypted.
 
-    python -m bench.encryption [--rows 1000000] [--rounds 3] [--modes csv,csv+pgp,...] [--check]
+    python -m bench.encryption [--rows 1000000] [--rounds 3] [--modes csv,csv+pgp,...] [--check | --ci]
 
 The data set is bench/formats.py's 12 columns, loaded once into a DuckDB file. Each measurement
 is a fresh child process running the engine (`core.run.engine.Run`): DuckDB source → mapping → CSV
@@ -19,7 +19,10 @@ do not depend on what else the machine runs, and say what a free second core wou
 Memory: the child's peak RSS is `VmHWM` from /proc/self/status; the OpenPGP helper process's peak
 is its VmHWM, sampled every 10 ms while it runs (`ru_maxrss` of a child would count the pages of
 the parent it was spawned from). `--check` exits 1 unless `csv+pgp` takes at most
-1.3 × `csv` (median of the rounds) and the child's peak grows by at most 50 MB.
+1.3 × `csv` (median of the rounds) and the child's peak grows by at most 50 MB. `--ci` (what CI
+runs) gates memory only, counting the helper in: the median over the rounds of the run's peak
+plus its helper's, for each encrypted mode, at most 50 MB over `csv`'s; a run that fails fails it
+too. Wall time is printed, not gated: on 2 cores the helper's CPU shows in it (see the README).
 """
 
 from __future__ import annotations
@@ -192,6 +195,25 @@ def measure(db: Path, mode: str, keys_file: Path) -> dict[str, Any]:
     return figures
 
 
+def memory_verdict(results: dict[str, list[dict[str, Any]]], modes: list[str]) -> int:
+    """0 when every encrypted mode's run, helper included, peaks at most `RSS_BUDGET_MB` over `csv`
+    (medians over the rounds); 1 otherwise."""
+    whole = {m: statistics.median(r["rss_mb"] + r["helper_rss_mb"] for r in results[m]) for m in modes}
+    over = []
+    for mode in modes:
+        if "+" not in mode or mode.startswith("csv.gz"):
+            continue
+        grown = whole[mode] - whole["csv"]
+        print(
+            f"  memory: {mode} with its helper {whole[mode]:.0f} MB, {grown:+.0f} MB over csv "
+            f"(budget +{RSS_BUDGET_MB} MB)"
+        )
+        if grown > RSS_BUDGET_MB:
+            over.append(mode)
+    print("memory within budget" if not over else f"MEMORY OVER BUDGET: {', '.join(over)}")
+    return 1 if over else 0
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:5])
@@ -201,6 +223,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default="csv,csv+pgp,csv+pgp-unsigned,csv+asc,csv.gz,csv.gz+pgp")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--ci", action="store_true", help="gate the memory budget only (helper included)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory(prefix="filecast-bench-pgp-") as work:
@@ -233,6 +256,8 @@ def main() -> int:
             f"helper {max(r['helper_rss_mb'] for r in results[mode]):4.0f} MB  "
             f"cpu {cpu[mode]:5.2f} s ({cpu[mode] / cpu[reference]:.2f}×)"
         )
+    if args.ci and "csv" in base:
+        return memory_verdict(results, modes)
     if args.check and "csv" in base and "csv+pgp" in base:
         ok = base["csv+pgp"] <= TIME_BUDGET * base["csv"] and peak["csv+pgp"] - peak["csv"] <= RSS_BUDGET_MB
         print("within budget" if ok else "OVER BUDGET")

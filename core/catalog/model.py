@@ -47,6 +47,7 @@ class Source:
     database: Path | None = None  # duckdb: absolute path of the database file
     allow_file_access: bool = False  # duckdb: model SQL may read files, ATTACH, load extensions
     memory_limit: str | None = None  # duckdb: its memory cap, e.g. `64MB` (default: the source's)
+    threads: int | None = None  # duckdb: threads a model query may use (default: DuckDB's, one per core)
     uri_setting: str | None = None  # postgresql, adbc: app setting holding the connection URI
     statement_timeout: float | None = None  # postgresql: seconds a model query may run (server-side)
     driver: str | None = None  # adbc: driver module, e.g. adbc_driver_sqlite

@@ -157,7 +157,7 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
     r = Reader(problems, f"sources.{sid}", raw)
     kind = r.choice("type", ("duckdb", "postgresql", "adbc"), "duckdb")
     if kind == "duckdb":
-        r.known(("type", "database", "allow_file_access", "memory_limit"))
+        r.known(("type", "database", "allow_file_access", "memory_limit", "threads"))
         database = r.text("database", required=True)
         memory_limit = _memory_limit(r)
         path = None
@@ -166,7 +166,12 @@ def _source(problems: list[Problem], sid: str, raw: Any, base_dir: Path | None) 
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
         return Source(
-            sid, kind, database=path, allow_file_access=r.flag("allow_file_access", False), memory_limit=memory_limit
+            sid,
+            kind,
+            database=path,
+            allow_file_access=r.flag("allow_file_access", False),
+            memory_limit=memory_limit,
+            threads=r.integer("threads", minimum=1, maximum=64),
         )
     if kind == "postgresql":
         r.known(("type", "uri_setting", "statement_timeout"))

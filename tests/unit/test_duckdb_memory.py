@@ -1,4 +1,4 @@
-"""DuckDB sources: the `memory_limit` catalog field, and a model query that must spill.
+"""DuckDB sources: the `memory_limit` and `threads` catalog fields, and a model query that must spill.
 
 The spill test sorts 3 M rows under a 100 MB cap (the sorted data alone is about 150 MB): it
 completes only because DuckDB writes the excess to the source's temp folder, which must be under
@@ -15,16 +15,19 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from core.catalog.model import Source
 from core.catalog.parse import parse_catalog_partly
 from core.errors import SourceError
+from core.read.sources import open_source
 from core.read.sources.duckdb import MEMORY_LIMIT, DuckDBSource
 from core.read.spill import temp_directory
+from core.settings import Settings
 
 ROWS = 3_000_000
 
 
-def _catalog(memory_limit: object) -> tuple[object, list[str]]:
-    source: dict[str, object] = {"type": "duckdb", "database": "demo.duckdb"}
+def _catalog(memory_limit: object, **fields: object) -> tuple[object, list[str]]:
+    source: dict[str, object] = {"type": "duckdb", "database": "demo.duckdb", **fields}
     if memory_limit is not None:
         source["memory_limit"] = memory_limit
     catalog, problems = parse_catalog_partly({"sources": {"db": source}}, Path("/app"))
@@ -49,6 +52,17 @@ def test_memory_limit_field_is_parsed_into_bytes_duckdb_reads() -> None:
 def test_bad_memory_limit_says_what_to_write(value: str, message: str) -> None:
     _, problems = _catalog(value)
     assert problems == [message]
+
+
+def test_threads_field_is_a_whole_number_of_threads() -> None:
+    catalog, problems = _catalog(None, threads=4)
+    assert problems == []
+    assert catalog.sources["db"].threads == 4  # type: ignore[attr-defined]
+    catalog, _ = _catalog(None)
+    assert catalog.sources["db"].threads is None  # type: ignore[attr-defined]
+    for value in (0, 65, "two"):
+        _, problems = _catalog(None, threads=value)
+        assert len(problems) == 1 and problems[0].startswith("sources.db.threads: "), problems
 
 
 def _database(folder: Path, rows: int) -> Path:
@@ -79,8 +93,21 @@ def test_source_settings_default_cap_and_spill_folder(tmp_path: Path) -> None:
     limited = DuckDBSource(tmp_path / "spill.duckdb", memory_limit="32000KB")  # as the catalog hands it over
     try:
         assert _setting(limited, "memory_limit") == "30.5 MiB"
+        assert _setting(limited, "threads") == str(os.cpu_count())  # DuckDB's default: one per core
     finally:
         limited.close()
+
+
+def test_a_source_with_threads_runs_its_queries_on_that_many(tmp_path: Path) -> None:
+    """The catalog's `threads` reaches DuckDB through `open_source`, and model SQL cannot change it."""
+    source = open_source(Source("db", "duckdb", database=_database(tmp_path, 10), threads=3), Settings({}))
+    assert isinstance(source, DuckDBSource)
+    try:
+        assert _setting(source, "threads") == "3"
+        with pytest.raises(duckdb.Error, match="locked"):
+            source.connection.execute("SET threads=8")
+    finally:
+        source.close()
 
 
 def test_a_sort_bigger_than_the_cap_spills_and_reads_back_in_order(tmp_path: Path) -> None:

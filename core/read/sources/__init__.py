@@ -26,7 +26,10 @@ def open_source(source: Source, settings: Settings) -> SourceReader:
 
         assert source.database is not None
         return DuckDBSource(
-            source.database, allow_file_access=source.allow_file_access, memory_limit=source.memory_limit
+            source.database,
+            allow_file_access=source.allow_file_access,
+            memory_limit=source.memory_limit,
+            threads=source.threads,
         )
     if source.type in ("postgresql", "adbc"):
         uri = (
