@@ -1,11 +1,14 @@
 """Benchmark of OpenPGP encryption: a whole export run encrypted vs the same run unencrypted.
 
     python -m bench.encryption [--rows 1000000] [--rounds 3] [--modes csv,csv+pgp,...] [--check | --ci]
+                               [--target null|azurite]
 
 The data set is bench/formats.py's 12 columns, loaded once into a DuckDB file. Each measurement
 is a fresh child process running the engine (`core.run.engine.Run`): DuckDB source → mapping → CSV
 writer → (gzip) → (OpenPGP) → a destination that counts the bytes and keeps none (the preview
-destination), so the figures are the export's own work. Rounds are interleaved (every mode once,
+destination), so the figures are the export's own work; `--target azurite` uploads instead, to an
+Azurite started empty for each run (as `python -m bench` does), and checks each blob's size
+against the run record. Rounds are interleaved (every mode once,
 then again) because the machine is shared: each line prints the load average when it ran.
 
 Modes: `csv` (plain), `csv+pgp` (binary, two recipients, Curve25519 and RSA-3072, signed with
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +129,7 @@ def watch_helpers() -> list[float]:
     return peaks
 
 
-def child(db: str, mode: str, keys_file: str) -> None:
+def child(db: str, mode: str, keys_file: str, target: str = "null") -> None:
     """One export run in this fresh process; prints its figures as one JSON line."""
     import asyncio
     from datetime import UTC, datetime
@@ -150,17 +154,18 @@ def child(db: str, mode: str, keys_file: str) -> None:
         {
             "sources": {"db": {"type": "duckdb", "database": db}},
             "models": {"data": {"source": "db", "table": "data"}},
-            "destinations": {"out": {"type": "azure_blob", "container": "bench", "connection_setting": "X"}},
+            "destinations": {
+                "out": {"type": "azure_blob", "container": "bench", "connection_setting": "X", "create_container": True}
+            },
             "activations": {"export": activation},
         }
     )
     helper_peak = watch_helpers()
-    settings = Settings(json.loads(Path(keys_file).read_text()))
+    settings = Settings({**json.loads(Path(keys_file).read_text()), "X": os.environ.get("BENCH_AZURE_CONNECTION", "")})
+    destination = PreviewDestination() if target == "null" else None  # None: the catalog's, Azurite
     record = RunRecord("bench", "export", "manual", datetime.now(UTC))
     started = time.perf_counter()
-    result = asyncio.run(
-        Run(catalog, "export", settings, record, destination=PreviewDestination(), retries=0).execute()
-    )
+    result = asyncio.run(Run(catalog, "export", settings, record, destination=destination, retries=0).execute())
     seconds = time.perf_counter() - started
     if result.exception is not None:
         raise SystemExit(f"{mode}: {result.exception.message}")
@@ -175,22 +180,44 @@ def child(db: str, mode: str, keys_file: str) -> None:
                 "cpu": own.ru_utime + own.ru_stime,
                 "helper_cpu": helpers.ru_utime + helpers.ru_stime,
                 "bytes": sum(f["bytes"] for f in record.files),
+                "paths": [f["path"] for f in record.files],
                 "rows": record.rows.read,
             }
         )
     )
 
 
-def measure(db: Path, mode: str, keys_file: Path) -> dict[str, Any]:
+def measure(db: Path, mode: str, keys_file: Path, target: str = "null") -> dict[str, Any]:
+    """One run in a fresh child process; with `target` azurite, against a fresh, empty Azurite
+    whose blobs must then have the sizes the run record gives."""
+    if target == "null":
+        return _child(db, mode, keys_file, target, os.environ)
+    from azure.storage.blob import BlobServiceClient
+
+    sys.path.insert(0, str(ROOT))
+    from devtools.services import Azurite
+
+    with tempfile.TemporaryDirectory(prefix="filecast-bench-pgp-") as work, Azurite.start(Path(work)) as azurite:
+        env = {**os.environ, "BENCH_AZURE_CONNECTION": azurite.connection_string}
+        figures = _child(db, mode, keys_file, target, env)
+        container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("bench")
+        stored = sum(container.get_blob_client(path).get_blob_properties().size for path in figures["paths"])
+    if stored != figures["bytes"]:
+        raise SystemExit(f"{mode}: Azurite holds {stored} bytes, the run record says {figures['bytes']}")
+    return figures
+
+
+def _child(db: Path, mode: str, keys_file: Path, target: str, env: Mapping[str, str]) -> dict[str, Any]:
     load = os.getloadavg()[0]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(db), mode, str(keys_file)],
+        [sys.executable, __file__, "--child", str(db), mode, str(keys_file), target],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
+        env=dict(env),
     )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     figures["load"] = load
     return figures
 
@@ -216,7 +243,7 @@ def memory_verdict(results: dict[str, list[dict[str, Any]]], modes: list[str]) -
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5])
+        child(*sys.argv[2:6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -224,6 +251,7 @@ def main() -> int:
     parser.add_argument("--modes", default="csv,csv+pgp,csv+pgp-unsigned,csv+asc,csv.gz,csv.gz+pgp")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--ci", action="store_true", help="gate the memory budget only (helper included)")
+    parser.add_argument("--target", choices=["null", "azurite"], default="null")
     args = parser.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory(prefix="filecast-bench-pgp-") as work:
@@ -234,7 +262,7 @@ def main() -> int:
         results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
         for round_ in range(args.rounds):
             for mode in modes:
-                figures = measure(db, mode, keys_file)
+                figures = measure(db, mode, keys_file, args.target)
                 results[mode].append(figures)
                 print(
                     f"round {round_ + 1} {mode:16} {figures['seconds']:6.2f} s  {figures['bytes'] / 1e6:7.1f} MB  "

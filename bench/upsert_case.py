@@ -26,6 +26,7 @@ from bench.cases import (
     azure_env,
     filecast_catalog,
     filecast_run,
+    run_seconds,
     sync_activation,
     verify_blobs,
 )
@@ -107,6 +108,7 @@ def run_upsert_case(rows: int, source: Path, work: Path) -> list[Sample]:
                     flush=True,
                 )
                 sample.seconds, sample.rss_mb = done.seconds, done.rss_mb
+                sample.detail["run_s"] = run_seconds(record)
                 exported = record["rows"]["exported"]
                 # UPSERT exports new and changed rows; removals are DIFFERENCE's (README "sync modes")
                 want = {"upsert-1%": expected.get("updated", 0) + expected.get("added", 0), "upsert-none": 0}.get(
