@@ -637,6 +637,25 @@ def test_parquet_row_groups_span_batches_and_bytes_stream() -> None:
     assert default.num_row_groups == 1 and default.num_rows == ROWS
 
 
+def test_parquet_row_groups_are_cut_at_the_byte_cap_too() -> None:
+    """Wide rows fill `MAX_GROUP_BYTES` of Arrow data before the default 131,072 rows: the group
+    is cut there, so the buffered input stays bounded by bytes, whatever the row width."""
+    from core.write.formats.parquet import DEFAULT_ROW_GROUP_SIZE, MAX_GROUP_BYTES
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    rows = 1_000 * (3 * MAX_GROUP_BYTES // 1_012_000 + 1)  # 1,012 B a row: just over three caps
+    batches = [
+        pa.RecordBatch.from_pydict(
+            {"id": list(range(s, s + 1_000)), "text": [f"{i:01000d}" for i in range(s, s + 1_000)]}, schema
+        )
+        for s in range(0, rows, 1_000)
+    ]
+    meta = pq.ParquetFile(io.BytesIO(encode(WRITERS["parquet"], batches, schema))).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(sizes) == rows and rows < DEFAULT_ROW_GROUP_SIZE
+    assert len(sizes) >= 3 and all(s * 1_012 <= MAX_GROUP_BYTES + 1_000 * 1_012 for s in sizes), sizes  # 1,012 B a row
+
+
 def test_parquet_uses_dictionaries_where_values_repeat() -> None:
     table = pa.table({"unique": pa.array(range(10_000)), "few": pa.array(["a", "b"] * 5_000)})
     meta = pq.ParquetFile(io.BytesIO(encode(WRITERS["parquet"], table.to_batches(), table.schema))).metadata
