@@ -207,8 +207,9 @@ class DeltaPass:
 
     def replay(self) -> Iterator[tuple[pa.RecordBatch, Routed]]:
         """After `finish`, a run diffed on disk: its spilled rows in source order, routed (a full
-        run's are already exported, so only its payload is written here)."""
-        if self.spilled is None:
+        run's are already exported, so only its payload is written here). A run that changed
+        nothing reads none back: it sends no row, and keeps the current generation, payload and all."""
+        if self.spilled is None or self.unchanged:
             return
         full = self.spilled.full
         for rows in self.spilled.replay():
@@ -217,9 +218,12 @@ class DeltaPass:
                 yield rows.mapped, Routed(rows.added | rows.updated, rows.added, rows.updated)
 
     def removed(self) -> Iterator[pa.RecordBatch]:
-        """DIFFERENCE: the last delivered values of the rows gone from the source."""
+        """DIFFERENCE: the last delivered values of the rows gone from the source (the previous
+        payload is read only when some are gone)."""
         snapshot, summary = self.snapshot, self.summary
         if snapshot is None or snapshot.info is None or summary is None or summary.full or not snapshot.info.payload:
+            return
+        if not summary.counts.get("removed"):
             return
         with self.store.read_payload(snapshot.info) as raw:
             yield from filter_removed(pa.ipc.open_stream(raw), summary, KEY_COLUMN, keep=self._keep_removed)

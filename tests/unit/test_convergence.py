@@ -355,6 +355,49 @@ def test_a_run_that_published_then_failed_lists_its_files() -> None:
         machine.teardown()
 
 
+def _watch(monkeypatch: Any, owner: object, name: str) -> list[object]:
+    """`owner.name` still works, and each call's first argument is noted in the list returned."""
+    calls: list[object] = []
+    real = getattr(owner, name)
+
+    def watched(first: object, *args: Any) -> Any:
+        calls.append(first)
+        return real(first, *args)
+
+    monkeypatch.setattr(owner, name, watched)
+    return calls
+
+
+def test_an_on_disk_run_with_no_change_reads_nothing_back(monkeypatch: Any) -> None:
+    """Diffed on disk, a run that changed nothing replays none of its spilled rows and reads no
+    payload; the next run's `_removed` still carries the values the first run delivered."""
+    from core.delta.spilled import SpilledDiffer
+
+    replays = _watch(monkeypatch, SpilledDiffer, "_replay")
+    for machine in (DifferenceOnDiskMachine(), UpsertOnDiskMachine()):
+        try:
+            payloads = _watch(monkeypatch, machine.state, "read_payload")
+            machine.source = {1: ("Ann", 30, "u"), 3: ("Cid", 50, "u")}
+            machine._run(None, 0)
+            replays.clear()
+            record, published = machine._run(None, 0)
+            assert record is not None and record.status == "succeeded" and record.rows.exported == 0
+            assert replays == [] and payloads == []
+            machine.source[1] = ("Ann", 31, "u")
+            del machine.source[3]
+            record, published = machine._run(None, 0)
+            assert record is not None and record.status == "succeeded"
+            machine.check_converged()  # the partner's view, by the machine's mode, equals the source
+            assert len(replays) == 1
+            replays.clear()
+            if isinstance(machine, DifferenceMachine):
+                assert machine.partner_view() == {1: ("Ann", 31)} and len(payloads) == 1
+                removed = dict(machine.log)[published[2]]
+                assert published[2].endswith("_removed.csv") and removed.decode().splitlines()[1:] == ['3,"Cid",50']
+        finally:
+            machine.teardown()
+
+
 def test_a_removal_sent_again_carries_the_last_delivered_values() -> None:
     """A tombstone keeps its row's values in the in-flight payload, so `_removed` says them again."""
     machine = DifferenceMachine()
