@@ -16,9 +16,10 @@ memory grows with the table (about 250 MB more at 10 M rows). A `SpilledDiffer` 
 3. `replay()` reads the spilled rows back in source order with their outcome.
 
 A full run (no state to compare with) routes every row as it streams, as all are exported; only
-DIFFERENCE replays its rows, for its last-values payload. Memory: a run buffer (8 MB), one merge
-step (a few MB) and one byte per source row. Disk: 32 bytes per source row, 24 per state row, and
-the compressed rows. Temporary files are unlinked from the start, so nothing outlives the process.
+DIFFERENCE replays its rows, for its last-values payload. Memory: a run buffer (4 MB, twice that
+while it is sorted), one merge step (a few MB) and one byte per source row. Disk: 32 bytes per
+source row, 24 per state row, and the compressed rows. Temporary files are unlinked from the start,
+so nothing outlives the process.
 """
 
 from __future__ import annotations

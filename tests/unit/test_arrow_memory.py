@@ -15,12 +15,8 @@ from tests.helpers import fresh_python
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed")
 
 
-def _run(code: str) -> str:
-    return fresh_python(code)
-
-
 def test_a_csv_encoding_does_not_import_pandas_and_an_explicit_import_still_works() -> None:
-    out = _run("""
+    out = fresh_python("""
         import sys
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -43,7 +39,7 @@ def test_a_csv_encoding_does_not_import_pandas_and_an_explicit_import_still_work
 
 
 def test_pandas_imported_before_the_run_is_used_as_before() -> None:
-    out = _run("""
+    out = fresh_python("""
         import sys
         import pandas
         import pyarrow as pa
